@@ -1,0 +1,1 @@
+"""Code shared by the Function App and training: settings, stores, serving, feedback."""

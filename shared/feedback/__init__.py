@@ -1,0 +1,1 @@
+"""Feedback events: their schema and the processing the Event Hub trigger runs."""

@@ -1,0 +1,65 @@
+"""The feedback event contract (the Event Hubs body), validated one event at a time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.ids import ID_PATTERN
+
+MAX_EVENT_BYTES = 16 * 1024
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    RATING = "rating"
+    DISLIKE = "dislike"
+    IMPRESSION = "impression"
+
+
+class FeedbackEvent(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    event_id: Annotated[str, Field(alias="eventId", pattern=ID_PATTERN)]
+    tenant: Id = "default"
+    user_id: Annotated[str, Field(alias="userId", pattern=ID_PATTERN)]
+    item_id: Annotated[str, Field(alias="itemId", pattern=ID_PATTERN)]
+    type: EventType
+    value: float | None = None
+    timestamp: datetime
+    recommendation_id: Annotated[str | None, Field(alias="recommendationId", max_length=64)] = None
+    position: Annotated[int | None, Field(ge=0, le=1000)] = None
+    context: dict[str, Any] | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_future(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        if ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("timestamp is more than 10 minutes in the future")
+        return ts
+
+    @model_validator(mode="after")
+    def _type_fields(self) -> FeedbackEvent:
+        if self.type is EventType.RATING and self.value is None:
+            raise ValueError("a rating event needs a numeric 'value'")
+        if self.type is EventType.IMPRESSION and self.recommendation_id is None:
+            raise ValueError("an impression event needs 'recommendationId'")
+        return self
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored form: the event id is the document id, so a replay writes nothing new."""
+        from shared.keys import user_partition
+
+        body = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return {"id": self.event_id, "pk": user_partition(self.tenant, self.user_id), **body}

@@ -1,0 +1,52 @@
+"""The objects one process builds once and every request or trigger reuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from shared.feedback.process import process_batch
+from shared.model_registry import ActiveModels
+from shared.serving.recommender import Recommender
+from shared.settings import Settings, get_settings
+from shared.stores.events import DirectSink, EventHubSink, EventSink
+from shared.stores.factory import Backends, build_backends
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    backends: Backends
+    active: ActiveModels
+    recommender: Recommender
+    sink: EventSink
+
+
+def build_event_sink(settings: Settings, backends: Backends) -> EventSink:
+    if settings.eventhub_connection_string or settings.eventhub_namespace:
+        from azure.eventhub import EventHubProducerClient
+
+        if settings.eventhub_connection_string:
+            producer = EventHubProducerClient.from_connection_string(
+                settings.eventhub_connection_string, eventhub_name=settings.eventhub_name
+            )
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            producer = EventHubProducerClient(
+                str(settings.eventhub_namespace), settings.eventhub_name, DefaultAzureCredential()
+            )
+        return EventHubSink(producer)
+    return DirectSink(lambda bodies: process_batch(backends.store, bodies))
+
+
+def build_runtime(settings: Settings, backends: Backends) -> Runtime:
+    active = ActiveModels(backends.store, settings.active_version_refresh_seconds)
+    recommender = Recommender(backends, active, settings.cache_ttl_seconds)
+    return Runtime(settings, backends, active, recommender, build_event_sink(settings, backends))
+
+
+@lru_cache(maxsize=1)
+def get_runtime() -> Runtime:
+    settings = get_settings()
+    return build_runtime(settings, build_backends(settings))

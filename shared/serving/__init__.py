@@ -1,0 +1,1 @@
+"""The request path: from a user id to a ranked answer."""

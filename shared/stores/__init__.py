@@ -1,0 +1,1 @@
+"""Backends behind small interfaces, each with an embedded and an Azure implementation."""

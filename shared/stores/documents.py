@@ -1,0 +1,263 @@
+"""Document store: JSON documents addressed by (container, id, partition key).
+
+Cosmos DB for NoSQL in Azure, SQLite embedded. Every container is partitioned on `/pk`,
+so a point read always names both the id and the partition key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared.stores.errors import BackendError
+
+Document = dict[str, Any]
+
+# Containers and what they hold; all are partitioned by the document's "pk" field.
+CONTAINERS: dict[str, str] = {
+    "recommendations": "per-user candidate lists, one per model version (pk = tenant|user)",
+    "events": "accepted feedback events, id = event id (pk = tenant|user)",
+    "deadletters": "rejected feedback with raw body and reason (pk = tenant|day)",
+    "models": "model versions and the active-version pointer (pk = tenant)",
+}
+PARTITION_KEY_PATH = "/pk"
+
+
+class DocumentStore(Protocol):
+    name: str
+
+    def read(self, container: str, item_id: str, partition_key: str) -> Document | None: ...
+    def upsert(self, container: str, doc: Document) -> None: ...
+    def upsert_many(self, container: str, docs: Iterable[Document]) -> int: ...
+    def create(self, container: str, doc: Document) -> bool: ...
+    def delete(self, container: str, item_id: str, partition_key: str) -> bool: ...
+    def query_partition(self, container: str, partition_key: str) -> list[Document]: ...
+    def scan(self, container: str) -> Iterator[Document]: ...
+    def ping(self) -> bool: ...
+
+
+def _without_system_fields(doc: Any) -> Document:
+    """Cosmos adds _rid, _etag, _ts...; callers see the same document SQLite returns."""
+    return {k: v for k, v in dict(doc).items() if not k.startswith("_")}
+
+
+def _check(doc: Document) -> tuple[str, str]:
+    item_id, pk = doc.get("id"), doc.get("pk")
+    if not isinstance(item_id, str) or not isinstance(pk, str):
+        raise ValueError("a document needs string 'id' and 'pk' fields")
+    return item_id, pk
+
+
+class SqliteStore:
+    """One table per container; safe to share across threads (one connection, a lock)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._lock = threading.Lock()
+        for container in CONTAINERS:
+            self._db.execute(
+                f'CREATE TABLE IF NOT EXISTS "{container}" '
+                "(pk TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (pk, id))"
+            )
+
+    @staticmethod
+    def _table(container: str) -> str:
+        if container not in CONTAINERS:
+            raise ValueError(f"unknown container '{container}'")
+        return f'"{container}"'
+
+    def read(self, container: str, item_id: str, partition_key: str) -> Document | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT body FROM {self._table(container)} WHERE pk=? AND id=?",
+                (partition_key, item_id),
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def upsert(self, container: str, doc: Document) -> None:
+        self.upsert_many(container, [doc])
+
+    def upsert_many(self, container: str, docs: Iterable[Document]) -> int:
+        rows = [(*reversed(_check(d)), json.dumps(d)) for d in docs]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO {self._table(container)} (pk, id, body) "
+                    "VALUES (?,?,?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def create(self, container: str, doc: Document) -> bool:
+        item_id, pk = _check(doc)
+        with self._lock:
+            cur = self._db.execute(
+                f"INSERT OR IGNORE INTO {self._table(container)} (pk, id, body) VALUES (?,?,?)",
+                (pk, item_id, json.dumps(doc)),
+            )
+        return cur.rowcount == 1
+
+    def delete(self, container: str, item_id: str, partition_key: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(
+                f"DELETE FROM {self._table(container)} WHERE pk=? AND id=?",
+                (partition_key, item_id),
+            )
+        return cur.rowcount == 1
+
+    def query_partition(self, container: str, partition_key: str) -> list[Document]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT body FROM {self._table(container)} WHERE pk=? ORDER BY id",
+                (partition_key,),
+            ).fetchall()
+        return [dict(json.loads(r[0])) for r in rows]
+
+    def scan(self, container: str) -> Iterator[Document]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT body FROM {self._table(container)}").fetchall()
+        for (body,) in rows:
+            yield dict(json.loads(body))
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1")
+            return True
+        except sqlite3.Error:
+            return False
+
+
+class CosmosStore:
+    """Cosmos DB for NoSQL through one `CosmosClient` per process."""
+
+    name = "cosmos"
+
+    def __init__(self, database: Any, timeout_seconds: float = 2.0) -> None:
+        self._database = database
+        self._timeout = timeout_seconds
+        self._containers = {name: database.get_container_client(name) for name in CONTAINERS}
+
+    @classmethod
+    def create_containers(cls, database: Any) -> None:
+        """Create missing containers (key auth only: data-plane RBAC cannot create them)."""
+        from azure.cosmos import PartitionKey
+
+        for container in CONTAINERS:
+            database.create_container_if_not_exists(
+                id=container, partition_key=PartitionKey(path=PARTITION_KEY_PATH)
+            )
+
+    def _container(self, container: str) -> Any:
+        try:
+            return self._containers[container]
+        except KeyError:
+            raise ValueError(f"unknown container '{container}'") from None
+
+    def read(self, container: str, item_id: str, partition_key: str) -> Document | None:
+        from azure.cosmos import exceptions
+
+        c = self._container(container)
+        try:
+            return _without_system_fields(
+                c.read_item(item_id, partition_key=partition_key, timeout=self._timeout)
+            )
+        except exceptions.CosmosResourceNotFoundError:
+            return None
+        except exceptions.CosmosHttpResponseError as exc:
+            if exc.status_code == 500 and not self._exists(c, item_id, partition_key):
+                return None  # the local Cosmos stand-in answers 500 for a missing item
+            raise BackendError(f"cosmos read failed: {exc.status_code} {exc.reason}") from exc
+        except Exception as exc:  # transport errors, timeouts
+            raise BackendError(f"cosmos read failed: {exc}") from exc
+
+    def _exists(self, c: Any, item_id: str, partition_key: str) -> bool:
+        rows = c.query_items(
+            "SELECT VALUE c.id FROM c WHERE c.id = @id AND c.pk = @pk",
+            parameters=[{"name": "@id", "value": item_id}, {"name": "@pk", "value": partition_key}],
+            partition_key=partition_key,
+        )
+        return any(True for _ in rows)
+
+    def upsert(self, container: str, doc: Document) -> None:
+        _check(doc)
+        try:
+            self._container(container).upsert_item(doc, timeout=self._timeout)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"cosmos upsert failed: {exc}") from exc
+
+    def upsert_many(self, container: str, docs: Iterable[Document]) -> int:
+        n = 0
+        for doc in docs:
+            self.upsert(container, doc)
+            n += 1
+        return n
+
+    def create(self, container: str, doc: Document) -> bool:
+        from azure.cosmos import exceptions
+
+        _check(doc)
+        try:
+            self._container(container).create_item(doc, timeout=self._timeout)
+            return True
+        except exceptions.CosmosResourceExistsError:
+            return False
+        except Exception as exc:
+            raise BackendError(f"cosmos create failed: {exc}") from exc
+
+    def delete(self, container: str, item_id: str, partition_key: str) -> bool:
+        from azure.cosmos import exceptions
+
+        c = self._container(container)
+        try:
+            c.delete_item(item_id, partition_key=partition_key, timeout=self._timeout)
+            return True
+        except exceptions.CosmosResourceNotFoundError:
+            return False
+        except exceptions.CosmosHttpResponseError as exc:
+            if exc.status_code == 500 and not self._exists(c, item_id, partition_key):
+                return False
+            raise BackendError(f"cosmos delete failed: {exc.status_code} {exc.reason}") from exc
+
+    def query_partition(self, container: str, partition_key: str) -> list[Document]:
+        try:
+            rows = self._container(container).query_items(
+                "SELECT * FROM c WHERE c.pk = @pk",  # the filter also satisfies the stand-in
+                parameters=[{"name": "@pk", "value": partition_key}],
+                partition_key=partition_key,
+            )
+            return sorted((_without_system_fields(r) for r in rows), key=lambda d: str(d["id"]))
+        except Exception as exc:
+            raise BackendError(f"cosmos query failed: {exc}") from exc
+
+    def scan(self, container: str) -> Iterator[Document]:
+        rows = self._container(container).query_items(
+            "SELECT * FROM c", enable_cross_partition_query=True
+        )
+        for r in rows:
+            yield _without_system_fields(r)
+
+    def ping(self) -> bool:
+        try:
+            self._database.read()
+            return True
+        except Exception:
+            return False

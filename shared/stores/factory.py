@@ -1,0 +1,99 @@
+"""Builds each backend once per process from settings: Azure when configured, embedded if not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from shared.settings import Settings, get_settings
+from shared.stores.artifacts import ArtifactStore, BlobArtifactStore, LocalArtifactStore
+from shared.stores.cache import HotCache, LruCache, RedisCache
+from shared.stores.documents import CosmosStore, DocumentStore, SqliteStore
+
+
+@dataclass
+class Backends:
+    """The stores one process talks to; serving, feedback and training all share them."""
+
+    cache: HotCache
+    store: DocumentStore
+    artifacts: ArtifactStore
+
+
+def _credential() -> Any:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def build_cache(settings: Settings) -> HotCache:
+    if not settings.redis_host:
+        return LruCache(settings.lru_max_entries)
+    password = settings.redis_password
+    username = settings.redis_username
+    if password is None and username:
+        # Entra ID auth: the token is the password, the identity's object id the user name.
+        token = _credential().get_token("https://redis.azure.com/.default")
+        password = token.token
+    pool = redis.BlockingConnectionPool(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        username=username,
+        password=password,
+        connection_class=redis.SSLConnection if settings.redis_ssl else redis.Connection,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_seconds,  # wait for a free connection at most this long
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=30,
+    )
+    return RedisCache(redis.Redis(connection_pool=pool))
+
+
+def build_store(settings: Settings) -> DocumentStore:
+    if not settings.cosmos_endpoint:
+        return SqliteStore(settings.sqlite_file)
+    from azure.cosmos import CosmosClient
+
+    credential: Any = settings.cosmos_key or _credential()
+    client = CosmosClient(
+        settings.cosmos_endpoint,
+        credential=credential,
+        connection_verify=settings.cosmos_verify_tls,
+        enable_endpoint_discovery=settings.cosmos_verify_tls,
+        connection_timeout=settings.cosmos_timeout_seconds,
+    )
+    if settings.cosmos_create_containers:
+        database = client.create_database_if_not_exists(settings.cosmos_database)
+        CosmosStore.create_containers(database)
+    else:
+        database = client.get_database_client(settings.cosmos_database)
+    return CosmosStore(database, settings.cosmos_timeout_seconds)
+
+
+def build_artifacts(settings: Settings) -> ArtifactStore:
+    if settings.artifacts_connection_string or settings.artifacts_account_url:
+        from azure.storage.blob import BlobServiceClient
+
+        if settings.artifacts_connection_string:
+            service = BlobServiceClient.from_connection_string(settings.artifacts_connection_string)
+        else:
+            service = BlobServiceClient(str(settings.artifacts_account_url), _credential())
+        store = BlobArtifactStore(service.get_container_client(settings.artifacts_container))
+        if settings.artifacts_connection_string:
+            store.ensure_container()  # key auth may create it; with RBAC, infra does
+        return store
+    return LocalArtifactStore(settings.artifacts_folder)
+
+
+def build_backends(settings: Settings) -> Backends:
+    return Backends(build_cache(settings), build_store(settings), build_artifacts(settings))
+
+
+@lru_cache(maxsize=1)
+def get_backends() -> Backends:
+    """The process-wide backends: clients are created once and reused by every request."""
+    return build_backends(get_settings())

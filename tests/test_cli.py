@@ -1,0 +1,36 @@
+"""The offline CLI on the embedded defaults: a sentence on success, exit 2 with one on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RECO_DATA_DIR": str(tmp_path / "data")}
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_sample_data_then_retrain_publishes_a_version(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.csv"
+    assert _run(tmp_path, "sample-data", "--out", str(sample)).returncode == 0
+    done = _run(tmp_path, "retrain", "--interactions", str(sample))
+    assert done.returncode == 0, done.stderr
+    assert "published version v" in done.stdout and "500 users" in done.stdout
+    assert list((tmp_path / "data" / "artifacts" / "default").glob("v*/manifest.json"))
+
+
+def test_missing_file_and_missing_column_exit_2_with_a_sentence(tmp_path: Path) -> None:
+    missing = _run(tmp_path, "retrain", "--interactions", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 2
+    assert "interactions file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("who,what\n1,2\n")
+    wrong = _run(tmp_path, "retrain", "--interactions", str(bad))
+    assert wrong.returncode == 2 and "column 'user_id' not found" in wrong.stderr

@@ -1,0 +1,49 @@
+"""Feedback batches: each event judged alone, replays applied once (both store implementations)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from shared.feedback.process import process_batch
+from shared.stores.documents import DocumentStore
+
+
+def _body(event_id: str, **overrides: object) -> bytes:
+    event: dict[str, object] = {
+        "eventId": event_id, "tenant": "default", "userId": "u1", "itemId": "i1",
+        "type": "click", "timestamp": datetime.now(UTC).isoformat(),
+    }
+    event.update(overrides)
+    return json.dumps(event).encode()
+
+
+def test_replayed_batch_is_applied_once(store: DocumentStore) -> None:
+    batch = [_body(f"e{i}") for i in range(5)]
+    first = process_batch(store, batch)
+    second = process_batch(store, batch)
+    assert (first.accepted, first.duplicates) == (5, 0)
+    assert (second.accepted, second.duplicates) == (0, 5)
+    assert len(list(store.scan("events"))) == 5
+
+
+def test_bad_events_are_dead_lettered_with_reasons_and_the_rest_applied(
+    store: DocumentStore,
+) -> None:
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    batch = [
+        _body("ok1"),
+        b"{broken",
+        _body("bad-type", type="teleport"),
+        _body("no-user", userId=None),
+        _body("later", timestamp=future),
+        _body("big", context={"pad": "x" * 20_000}),
+        _body("ok2", type="rating", value=4),
+    ]
+    result = process_batch(store, batch)
+    assert result.accepted == 2
+    reasons = sorted(d["reason"] for d in store.scan("deadletters"))
+    assert len(reasons) == 5
+    text = " | ".join(reasons)
+    for fragment in ("not valid JSON", "type", "userId", "future", "byte limit"):
+        assert fragment in text

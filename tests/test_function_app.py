@@ -1,0 +1,107 @@
+"""The Functions bindings the host will read, and the trigger handlers called as the host would.
+
+The Functions host cannot be installed here, so the handlers are invoked with real
+`azure.functions` binding objects: the narrowest seam there is.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared.model_registry import active_version_id
+from shared.runtime import get_runtime
+from shared.settings import get_settings
+
+
+@pytest.fixture(scope="module")
+def function_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """function_app imported once, on embedded settings in a private data folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECO_DATA_DIR", str(tmp_path_factory.mktemp("fa") / "data"))
+    mp.setenv("RECO_ACTIVE_VERSION_REFRESH_SECONDS", "0")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    import function_app
+
+    yield function_app
+    mp.undo()
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def functions(function_app: Any) -> dict[str, Any]:
+    # get_functions() may be called once per process
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def _bindings(f: Any) -> list[dict[str, Any]]:
+    return list(json.loads(f.get_function_json())["bindings"])
+
+
+def test_http_api_is_one_asgi_function_with_function_auth(functions: dict[str, Any]) -> None:
+    http = [b for f in functions.values() for b in _bindings(f) if b["type"] == "httpTrigger"]
+    assert len(http) == 1
+    assert http[0]["authLevel"].lower() == "function"
+    assert http[0]["route"] == "/{*route}"
+
+
+def test_event_hub_trigger_binding(functions: dict[str, Any]) -> None:
+    (binding,) = _bindings(functions["feedback"])
+    assert binding["type"] == "eventHubTrigger"
+    assert binding["eventHubName"] == "%EVENTHUB_NAME%"
+    assert binding["connection"] == "EventHubConnection"
+    assert binding["cardinality"].lower() == "many"
+
+
+def test_timer_trigger_schedule_comes_from_a_setting(functions: dict[str, Any]) -> None:
+    (binding,) = _bindings(functions["retrain"])
+    assert binding["type"] == "timerTrigger"
+    assert binding["schedule"] == "%RETRAIN_SCHEDULE%"
+
+
+def _event(i: int, user: str, item: str, kind: str = "purchase") -> func.EventHubEvent:
+    body = {
+        "eventId": f"e-{i}", "tenant": "default", "userId": user, "itemId": item,
+        "type": kind, "timestamp": datetime.now(UTC).isoformat(),
+    }
+    return func.EventHubEvent(body=json.dumps(body).encode())
+
+
+def test_event_hub_handler_logs_events_and_timer_retrains_on_them(
+    functions: dict[str, Any],
+) -> None:
+    events = [_event(i, f"user{i % 3}", f"item{i % 5}") for i in range(12)]
+    events.append(func.EventHubEvent(body=b"{not json"))
+    functions["feedback"].get_user_function()(events)
+    store = get_runtime().backends.store
+    assert len(list(store.scan("events"))) == 12
+    (dead,) = list(store.scan("deadletters"))
+    assert "not valid JSON" in dead["reason"] and dead["body"] == "{not json"
+
+    functions["retrain"].get_user_function()(TimerRequest(past_due=False))
+    assert active_version_id(store, "default") is not None
+
+
+async def test_http_request_through_the_registered_asgi_function(
+    functions: dict[str, Any],
+) -> None:
+    handler = functions["http_app_func"].get_user_function()
+    request = func.HttpRequest(
+        method="GET", url="http://localhost/api/recommendations/x?k=0", body=b"", headers={},
+        route_params={"route": "api/recommendations/x"},
+    )
+    response = await handler(request, None)
+    assert response.status_code == 422
+    assert "k" in json.loads(response.get_body())["error"]
+    health = func.HttpRequest(method="GET", url="http://localhost/api/health", body=b"",
+                              headers={}, route_params={"route": "api/health"})
+    response = await handler(health, None)
+    assert response.status_code == 200
+    assert json.loads(response.get_body()) == {"status": "ok"}

@@ -1,0 +1,86 @@
+"""Every backend implementation honours the same contract (embedded and Azure-protocol)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
+from shared.stores.cache import HotCache
+from shared.stores.documents import DocumentStore
+
+
+def test_cache_round_trip_and_missing_keys(cache: HotCache) -> None:
+    cache.set_many({"a": b"1", "b": b"2"})
+    assert cache.get("a") == b"1"
+    assert cache.get("nope") is None
+    assert cache.get_many(["b", "nope", "a"]) == [b"2", None, b"1"]
+    assert cache.ping()
+
+
+def test_cache_delete_and_delete_prefix(cache: HotCache) -> None:
+    cache.set_many({"t:v1:u1": b"x", "t:v1:u2": b"y", "t:v2:u1": b"z"})
+    assert cache.delete(["t:v2:u1", "missing"]) == 1
+    assert cache.delete_prefix("t:v1:") == 2
+    assert cache.get_many(["t:v1:u1", "t:v1:u2", "t:v2:u1"]) == [None, None, None]
+
+
+def test_cache_entries_expire_after_ttl(cache: HotCache) -> None:
+    cache.set_many({"short": b"1"}, ttl_seconds=1)
+    assert cache.get("short") == b"1"
+    time.sleep(1.2)
+    assert cache.get("short") is None
+
+
+def test_store_point_read_upsert_and_missing(store: DocumentStore) -> None:
+    assert store.read("recommendations", "nobody", "t|nobody") is None
+    store.upsert("recommendations", {"id": "v1|u1", "pk": "t|u1", "items": ["a", "b"]})
+    assert store.read("recommendations", "v1|u1", "t|u1") == {
+        "id": "v1|u1", "pk": "t|u1", "items": ["a", "b"],
+    }
+    store.upsert("recommendations", {"id": "v1|u1", "pk": "t|u1", "items": ["c"]})
+    doc = store.read("recommendations", "v1|u1", "t|u1")
+    assert doc is not None and doc["items"] == ["c"]
+    # the same id in another partition is another document
+    assert store.read("recommendations", "v1|u1", "t|u2") is None
+
+
+def test_store_create_is_insert_once(store: DocumentStore) -> None:
+    assert store.create("events", {"id": "e1", "pk": "t|u1", "n": 1})
+    assert not store.create("events", {"id": "e1", "pk": "t|u1", "n": 2})
+    doc = store.read("events", "e1", "t|u1")
+    assert doc is not None and doc["n"] == 1
+
+
+def test_store_delete_query_partition_and_scan(store: DocumentStore) -> None:
+    n = store.upsert_many(
+        "events",
+        [{"id": f"e{i}", "pk": "t|u1" if i < 3 else "t|u2", "i": i} for i in range(5)],
+    )
+    assert n == 5
+    assert [d["id"] for d in store.query_partition("events", "t|u1")] == ["e0", "e1", "e2"]
+    assert store.delete("events", "e0", "t|u1")
+    assert not store.delete("events", "e0", "t|u1")
+    assert sorted(d["id"] for d in store.scan("events")) == ["e1", "e2", "e3", "e4"]
+    assert store.ping()
+
+
+def test_store_rejects_unknown_container_and_bad_documents(store: DocumentStore) -> None:
+    with pytest.raises(ValueError, match="unknown container"):
+        store.read("nope", "a", "b")
+    with pytest.raises(ValueError, match="'id' and 'pk'"):
+        store.upsert("events", {"id": "x"})
+
+
+def test_artifacts_put_get_list(artifacts: ArtifactStore) -> None:
+    artifacts.put("t/v1/manifest.json", b"{}")
+    artifacts.put("t/v1/popular.json", b"[]")
+    artifacts.put("t/v2/manifest.json", b"{}")
+    assert artifacts.get("t/v1/popular.json") == b"[]"
+    assert artifacts.list("t/v1") == ["t/v1/manifest.json", "t/v1/popular.json"]
+    with pytest.raises(ArtifactNotFound):
+        artifacts.get("t/v1/missing.bin")
+    with pytest.raises(ValueError, match="invalid artifact path"):
+        artifacts.put("../escape", b"x")
+    assert artifacts.ping()

@@ -1,0 +1,148 @@
+"""Interactions: the one in-memory shape every training step works on.
+
+Ids stay strings at the edges (files, stores, API) and become dense integer codes
+inside training, so models work on numpy/scipy arrays without dictionaries.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+
+class DataError(ValueError):
+    """Input data that cannot be used, with a sentence saying why."""
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Parallel arrays of (user, item, weight, timestamp) with their id vocabularies."""
+
+    user_ids: npt.NDArray[np.str_]  # code -> external id
+    item_ids: npt.NDArray[np.str_]
+    users: npt.NDArray[np.int32]  # one entry per interaction
+    items: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+    timestamps: npt.NDArray[np.int64]  # unix seconds; 0 when the source had none
+    source: str = field(default="")
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    def matrix(self, binary: bool = False) -> sparse.csr_matrix:
+        """User x item matrix; repeated pairs are summed (or set to 1 when binary)."""
+        data = np.ones(len(self), dtype=np.float32) if binary else self.weights
+        m = sparse.csr_matrix(
+            (data, (self.users, self.items)), shape=(self.n_users, self.n_items), dtype=np.float32
+        )
+        m.sum_duplicates()
+        if binary:
+            m.data[:] = 1.0
+        return m
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> Interactions:
+        """Rows selected by mask, keeping the same vocabularies (codes stay comparable)."""
+        return Interactions(
+            self.user_ids,
+            self.item_ids,
+            self.users[mask],
+            self.items[mask],
+            self.weights[mask],
+            self.timestamps[mask],
+            self.source,
+        )
+
+    @staticmethod
+    def from_columns(
+        users: list[str] | npt.NDArray[np.str_],
+        items: list[str] | npt.NDArray[np.str_],
+        weights: list[float] | npt.NDArray[np.floating] | None = None,
+        timestamps: list[int] | npt.NDArray[np.integer] | None = None,
+        source: str = "",
+    ) -> Interactions:
+        u = np.asarray(users, dtype=str)
+        i = np.asarray(items, dtype=str)
+        if u.shape != i.shape:
+            raise DataError("user and item columns have different lengths")
+        if u.size == 0:
+            raise DataError(f"no interactions found in {source or 'the input'}")
+        user_ids, user_codes = np.unique(u, return_inverse=True)
+        item_ids, item_codes = np.unique(i, return_inverse=True)
+        w = np.ones(u.size, np.float32) if weights is None else np.asarray(weights, np.float32)
+        t = np.zeros(u.size, np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
+        return Interactions(
+            user_ids, item_ids, user_codes.astype(np.int32), item_codes.astype(np.int32), w, t,
+            source,
+        )
+
+
+def read_csv(
+    path: str | Path,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    weight_col: str | None = "weight",
+    time_col: str | None = "timestamp",
+) -> Interactions:
+    """Read a CSV with a header; weight and time columns are optional (used when present).
+
+    A MovieLens `u.data` file (tab separated, no header) is recognised by its name.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"interactions file not found: {p}")
+    if p.name == "u.data":
+        return read_movielens_100k(p)
+    users: list[str] = []
+    items: list[str] = []
+    weights: list[float] = []
+    times: list[int] = []
+    with p.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        for col in (user_col, item_col):
+            if col not in header:
+                raise DataError(f"{p}: column '{col}' not found; header is {header}")
+        has_w = weight_col is not None and weight_col in header
+        has_t = time_col is not None and time_col in header
+        for line_no, row in enumerate(reader, start=2):
+            try:
+                users.append(row[user_col].strip())
+                items.append(row[item_col].strip())
+                if has_w:
+                    weights.append(float(row[str(weight_col)]))
+                if has_t:
+                    times.append(int(float(row[str(time_col)])))
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{p}, line {line_no}: {exc}") from exc
+    return Interactions.from_columns(
+        users, items, weights if has_w else None, times if has_t else None, source=str(p)
+    )
+
+
+def read_movielens_100k(path: str | Path) -> Interactions:
+    """MovieLens 100K `u.data`: user \\t item \\t rating \\t timestamp, no header."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "u.data"
+    if not p.is_file():
+        raise DataError(f"MovieLens file not found: {p}")
+    raw = np.loadtxt(p, dtype=np.int64, delimiter="\t", ndmin=2)
+    if raw.shape[1] != 4:
+        raise DataError(f"{p}: expected 4 tab-separated columns, found {raw.shape[1]}")
+    return Interactions.from_columns(
+        raw[:, 0].astype(str), raw[:, 1].astype(str), raw[:, 2].astype(np.float32), raw[:, 3],
+        source=str(p),
+    )
