@@ -1,17 +1,78 @@
-"""Application Insights through OpenTelemetry, switched on only by its connection string."""
+"""Traces and metrics through OpenTelemetry; Application Insights only when configured.
+
+Code calls the small functions below; with no connection string the OpenTelemetry API's no-op
+providers make them nearly free, and nothing leaves the process.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 _configured = False
 
+tracer = trace.get_tracer("recommender")
+_meter = metrics.get_meter("recommender")
+
+_request_ms = _meter.create_histogram(
+    "reco.request.duration", unit="ms", description="Recommendation latency by answer source"
+)
+_cache_lookups = _meter.create_counter(
+    "reco.cache.lookups", description="Candidate lookups in the hot cache, by hit"
+)
+_fallbacks = _meter.create_counter(
+    "reco.fallbacks", description="Answers that fell back from one source to the next"
+)
+_degraded = _meter.create_counter("reco.degraded", description="Answers marked degraded")
+_rerank_ms = _meter.create_histogram(
+    "reco.rerank.duration", unit="ms", description="ONNX re-rank time per request"
+)
+_events = _meter.create_counter(
+    "reco.events", description="Feedback events by outcome (accepted, duplicate, dead_lettered)"
+)
+_training = _meter.create_histogram(
+    "reco.training.metric", description="Offline metrics of each training run"
+)
+
+_state_lock = threading.Lock()
+_breaker_states: dict[str, int] = {}  # backend -> 0 closed, 1 half-open, 2 open
+_served_models: dict[tuple[str, str], float] = {}  # (tenant, version) -> created (unix s)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _observe_breakers(_: CallbackOptions) -> Iterable[Observation]:
+    with _state_lock:
+        return [Observation(v, {"backend": b}) for b, v in _breaker_states.items()]
+
+
+def _observe_model_age(_: CallbackOptions) -> Iterable[Observation]:
+    now = time.time()
+    with _state_lock:
+        return [
+            Observation(now - created, {"tenant": t, "version": v})
+            for (t, v), created in _served_models.items()
+        ]
+
+
+_meter.create_observable_gauge(
+    "reco.breaker.state", [_observe_breakers], description="0 closed, 1 half-open, 2 open"
+)
+_meter.create_observable_gauge(
+    "reco.model.age", [_observe_model_age], unit="s", description="Age of the served version"
+)
+
 
 def configure_telemetry() -> bool:
-    """Sends traces, requests and logs to Application Insights when the setting is present."""
+    """Sends traces, metrics and logs to Application Insights when the setting is present."""
     global _configured
     settings = get_settings()
     if _configured or not settings.appinsights_connection_string:
@@ -22,3 +83,52 @@ def configure_telemetry() -> bool:
     _configured = True
     log.info("telemetry: Application Insights enabled")
     return True
+
+
+@contextmanager
+def span(name: str, **attributes: str | int | float | bool) -> Iterator[None]:
+    """A child span of the current request, e.g. around one backend call."""
+    with tracer.start_as_current_span(name, attributes=attributes):
+        yield
+
+
+def request_served(source: str, tenant: str, milliseconds: float) -> None:
+    _request_ms.record(milliseconds, {"source": source, "tenant": tenant})
+    if source == "degraded":
+        _degraded.add(1, {"tenant": tenant})
+
+
+def cache_lookup(hit: bool) -> None:
+    _cache_lookups.add(1, {"hit": hit})
+
+
+def fallback(from_source: str, to_source: str) -> None:
+    _fallbacks.add(1, {"from": from_source, "to": to_source})
+
+
+def reranked(milliseconds: float) -> None:
+    _rerank_ms.record(milliseconds)
+
+
+def events_processed(accepted: int, duplicates: int, dead_lettered: int) -> None:
+    for outcome, n in (("accepted", accepted), ("duplicate", duplicates),
+                       ("dead_lettered", dead_lettered)):
+        if n:
+            _events.add(n, {"outcome": outcome})
+
+
+def breaker_state(backend: str, state: str) -> None:
+    with _state_lock:
+        _breaker_states[backend] = BREAKER_STATES[state]
+
+
+def model_served(tenant: str, version: str, created_unix: float) -> None:
+    with _state_lock:
+        for key in [k for k in _served_models if k[0] == tenant and k[1] != version]:
+            del _served_models[key]
+        _served_models[(tenant, version)] = created_unix
+
+
+def training_run(tenant: str, version: str, metrics_: dict[str, float]) -> None:
+    for name, value in metrics_.items():
+        _training.record(value, {"tenant": tenant, "version": version, "metric": name})

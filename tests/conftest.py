@@ -8,11 +8,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from shared.settings import Settings
+from shared.runtime import get_runtime
+from shared.settings import Settings, get_settings
 from shared.stores.artifacts import ArtifactStore, LocalArtifactStore
 from shared.stores.cache import HotCache, LruCache
 from shared.stores.documents import DocumentStore, SqliteStore
@@ -123,3 +125,25 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
             ARTIFACTS_CONNECTION_STRING=conn, ARTIFACTS_CONTAINER=f"c{uuid.uuid4().hex[:12]}"
         )
     )
+
+
+@pytest.fixture(scope="session")
+def function_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """function_app imported once, on embedded settings in a private data folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECO_DATA_DIR", str(tmp_path_factory.mktemp("fa") / "data"))
+    mp.setenv("RECO_ACTIVE_VERSION_REFRESH_SECONDS", "0")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    import function_app
+
+    yield function_app
+    mp.undo()
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def functions(function_app: Any) -> dict[str, Any]:
+    """The registered functions by name (get_functions() may be called once per process)."""
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}

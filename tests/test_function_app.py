@@ -16,29 +16,6 @@ from azure.functions.timer import TimerRequest
 
 from shared.model_registry import active_version_id
 from shared.runtime import get_runtime
-from shared.settings import get_settings
-
-
-@pytest.fixture(scope="module")
-def function_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """function_app imported once, on embedded settings in a private data folder."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RECO_DATA_DIR", str(tmp_path_factory.mktemp("fa") / "data"))
-    mp.setenv("RECO_ACTIVE_VERSION_REFRESH_SECONDS", "0")
-    get_settings.cache_clear()
-    get_runtime.cache_clear()
-    import function_app
-
-    yield function_app
-    mp.undo()
-    get_settings.cache_clear()
-    get_runtime.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def functions(function_app: Any) -> dict[str, Any]:
-    # get_functions() may be called once per process
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
 
 
 def _bindings(f: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,49 @@
+"""Each metric moves when its event happens, and spans nest under the request's span."""
+
+from __future__ import annotations
+
+from shared import telemetry
+from tests.telemetry_capture import capture, metric_points, total
+
+
+def test_spans_nest_under_the_current_span() -> None:
+    spans, _ = capture()
+    spans.clear()
+    with telemetry.span("request"), telemetry.span("cache.get", hit=True):
+        pass
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert finished["cache.get"].parent.span_id == finished["request"].context.span_id
+    assert finished["cache.get"].attributes["hit"] is True
+
+
+def test_counters_and_histograms_move_with_their_events() -> None:
+    _, reader = capture()
+    before_hits = total(reader, "reco.cache.lookups", hit=True)
+    before_degraded = total(reader, "reco.degraded", tenant="t1")
+    before_dead = total(reader, "reco.events", outcome="dead_lettered")
+    telemetry.cache_lookup(hit=True)
+    telemetry.request_served("degraded", "t1", 3.5)
+    telemetry.events_processed(accepted=5, duplicates=0, dead_lettered=2)
+    telemetry.reranked(0.4)
+    telemetry.fallback("cache", "store")
+    assert total(reader, "reco.cache.lookups", hit=True) == before_hits + 1
+    assert total(reader, "reco.degraded", tenant="t1") == before_degraded + 1
+    assert total(reader, "reco.events", outcome="dead_lettered") == before_dead + 2
+    assert total(reader, "reco.request.duration", source="degraded") >= 1
+    assert total(reader, "reco.rerank.duration") >= 1
+    assert total(reader, "reco.fallbacks", **{"from": "cache", "to": "store"}) >= 1
+
+
+def test_gauges_report_breaker_state_and_model_age() -> None:
+    _, reader = capture()
+    telemetry.breaker_state("redis", "open")
+    telemetry.model_served("t1", "v1", created_unix=0.0)
+    points = metric_points(reader)
+    (breaker,) = [p for p in points["reco.breaker.state"] if p.attributes["backend"] == "redis"]
+    assert breaker.value == 2
+    (age,) = [p for p in points["reco.model.age"] if p.attributes["tenant"] == "t1"]
+    assert age.attributes["version"] == "v1" and age.value > 1e9
+    telemetry.model_served("t1", "v2", created_unix=0.0)
+    versions = {p.attributes["version"] for p in metric_points(reader)["reco.model.age"]
+                if p.attributes["tenant"] == "t1"}
+    assert versions == {"v2"}
