@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
-import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.model_registry import active_version_id
