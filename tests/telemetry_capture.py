@@ -42,5 +42,5 @@ def total(reader: InMemoryMetricReader, name: str, **attrs: Any) -> float:
     value = 0.0
     for p in metric_points(reader).get(name, []):
         if all(p.attributes.get(k) == v for k, v in attrs.items()):
-            value += getattr(p, "value", None) if hasattr(p, "value") else p.count
+            value += float(p.value if hasattr(p, "value") else p.count)
     return value

@@ -12,8 +12,10 @@ def test_spans_nest_under_the_current_span() -> None:
     with telemetry.span("request"), telemetry.span("cache.get", hit=True):
         pass
     finished = {s.name: s for s in spans.get_finished_spans()}
-    assert finished["cache.get"].parent.span_id == finished["request"].context.span_id
-    assert finished["cache.get"].attributes["hit"] is True
+    child, parent = finished["cache.get"], finished["request"]
+    assert child.parent is not None and parent.context is not None
+    assert child.parent.span_id == parent.context.span_id
+    assert child.attributes is not None and child.attributes["hit"] is True
 
 
 def test_counters_and_histograms_move_with_their_events() -> None:

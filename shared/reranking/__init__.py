@@ -1,0 +1,1 @@
+"""Re-ranking: features shared by offline training and request-time scoring."""

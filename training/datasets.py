@@ -1,0 +1,256 @@
+"""Public and generic interaction datasets: download-and-verify, local readers, item metadata.
+
+MovieLens archives are fetched over HTTPS into a cache folder and checked against known
+checksums before use; every reader also works on a local copy, which is all tests use.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import urllib.request
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from training.interactions import DataError, Interactions, read_csv, read_movielens_100k
+
+ItemMetadata = dict[str, dict[str, Any]]  # item id -> {"title": str, "categories": [str, ...]}
+
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A published dataset archive and the checksum it must match."""
+
+    url: str
+    algorithm: str  # hashlib name
+    digest: str
+    folder: str  # top-level folder inside the zip
+
+
+ARCHIVES: dict[str, Archive] = {
+    "ml-100k": Archive(
+        "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        "md5",
+        "0e33842e24a9c977be4e0107933c0723",
+        "ml-100k",
+    ),
+    "ml-1m": Archive(
+        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        "md5",
+        "c4d9eecfca2ab87c1945afe126590906",
+        "ml-1m",
+    ),
+    "ml-latest-small": Archive(
+        "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+        "sha256",  # the 2018 snapshot (100,836 ratings); GroupLens re-issues "latest" rarely
+        "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        "ml-latest-small",
+    ),
+}
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks (archives can be hundreds of MB)."""
+    h = hashlib.new(algorithm)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(name: str, cache_dir: str | Path, timeout: float = 60.0) -> Path:
+    """Fetch, verify and unpack a MovieLens archive once; returns the data folder.
+
+    A checksum mismatch deletes the download and raises, so a corrupted or changed file is
+    never used silently.
+    """
+    if name not in ARCHIVES:
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(ARCHIVES)}")
+    arc = ARCHIVES[name]
+    cache = Path(cache_dir)
+    target = cache / arc.folder
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    zip_path = cache / f"{name}.zip"
+    if not zip_path.is_file():
+        part = zip_path.with_suffix(".part")
+        with urllib.request.urlopen(arc.url, timeout=timeout) as resp, part.open("wb") as out:
+            shutil.copyfileobj(resp, out)
+        part.replace(zip_path)
+    got = file_digest(zip_path, arc.algorithm)
+    if got != arc.digest:
+        zip_path.unlink(missing_ok=True)
+        raise DataError(f"{name}: {arc.algorithm} {got} does not match the published {arc.digest}")
+    with zipfile.ZipFile(zip_path) as zf:
+        for member in zf.namelist():
+            if member.startswith("/") or ".." in Path(member).parts:
+                raise DataError(f"{name}: unsafe path in archive: {member}")
+        zf.extractall(cache)
+    return target
+
+
+def _split_genres(raw: str) -> list[str]:
+    return [g for g in raw.split("|") if g and g != "(no genres listed)"]
+
+
+def read_movielens_100k_items(path: str | Path) -> ItemMetadata:
+    """`u.item` (Latin-1, '|'-separated): id, title, dates, URL, then 19 genre flags."""
+    p = Path(path)
+    p = p / "u.item" if p.is_dir() else p
+    if not p.is_file():
+        raise DataError(f"MovieLens item file not found: {p}")
+    out: ItemMetadata = {}
+    with p.open(encoding="latin-1") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            fields = line.rstrip("\r\n").split("|")
+            if len(fields) < 5 + len(ML100K_GENRES):
+                raise DataError(f"{p}, line {line_no}: expected 24 '|'-separated fields")
+            flags = fields[5 : 5 + len(ML100K_GENRES)]
+            cats = [g for g, f in zip(ML100K_GENRES, flags, strict=True) if f.strip() == "1"]
+            out[fields[0]] = {"title": fields[1], "categories": cats}
+    return out
+
+
+def read_movielens_1m(path: str | Path) -> Interactions:
+    """`ratings.dat`: UserID::MovieID::Rating::Timestamp."""
+    p = Path(path)
+    p = p / "ratings.dat" if p.is_dir() else p
+    if not p.is_file():
+        raise DataError(f"MovieLens file not found: {p}")
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[float] = []
+    times: list[int] = []
+    with p.open(encoding="latin-1") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            f = line.rstrip("\r\n").split("::")
+            if len(f) != 4:
+                raise DataError(f"{p}, line {line_no}: expected 4 '::'-separated fields")
+            try:
+                ratings.append(float(f[2]))
+                times.append(int(f[3]))
+            except ValueError as exc:
+                raise DataError(f"{p}, line {line_no}: {exc}") from exc
+            users.append(f[0])
+            items.append(f[1])
+    return Interactions.from_columns(users, items, ratings, times, source=str(p))
+
+
+def read_movielens_1m_items(path: str | Path) -> ItemMetadata:
+    """`movies.dat`: MovieID::Title::Genre|Genre."""
+    p = Path(path)
+    p = p / "movies.dat" if p.is_dir() else p
+    if not p.is_file():
+        raise DataError(f"MovieLens item file not found: {p}")
+    out: ItemMetadata = {}
+    with p.open(encoding="latin-1") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            f = line.rstrip("\r\n").split("::")
+            if len(f) != 3:
+                raise DataError(f"{p}, line {line_no}: expected 3 '::'-separated fields")
+            out[f[0]] = {"title": f[1], "categories": _split_genres(f[2])}
+    return out
+
+
+def read_movielens_latest(path: str | Path) -> Interactions:
+    """ml-latest(-small) `ratings.csv`: userId,movieId,rating,timestamp with a header."""
+    p = Path(path)
+    p = p / "ratings.csv" if p.is_dir() else p
+    return read_csv(
+        p, user_col="userId", item_col="movieId", weight_col="rating", time_col="timestamp"
+    )
+
+
+def read_movielens_latest_items(path: str | Path) -> ItemMetadata:
+    """ml-latest `movies.csv`: movieId,title,genres (quoted titles may contain commas)."""
+    p = Path(path)
+    p = p / "movies.csv" if p.is_dir() else p
+    if not p.is_file():
+        raise DataError(f"MovieLens item file not found: {p}")
+    out: ItemMetadata = {}
+    with p.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out[row["movieId"]] = {
+                "title": row["title"],
+                "categories": _split_genres(row["genres"]),
+            }
+    return out
+
+
+def load_movielens(path: str | Path) -> tuple[Interactions, ItemMetadata]:
+    """Any local MovieLens folder (100K, 1M, latest), recognised by its files."""
+    p = Path(path)
+    if (p / "u.data").is_file():
+        meta = read_movielens_100k_items(p) if (p / "u.item").is_file() else {}
+        return read_movielens_100k(p / "u.data"), meta
+    if (p / "ratings.dat").is_file():
+        meta = read_movielens_1m_items(p) if (p / "movies.dat").is_file() else {}
+        return read_movielens_1m(p), meta
+    if (p / "ratings.csv").is_file():
+        meta = read_movielens_latest_items(p) if (p / "movies.csv").is_file() else {}
+        return read_movielens_latest(p), meta
+    raise DataError(f"{p}: no MovieLens ratings file (u.data, ratings.dat or ratings.csv)")
+
+
+def read_interactions(
+    path: str | Path,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    weight_col: str | None = "weight",
+    time_col: str | None = "timestamp",
+) -> Interactions:
+    """Generic CSV or Parquet interactions with configurable column names.
+
+    Parquet needs `pyarrow` (optional; not a run-time dependency of the Function App).
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".parquet":
+        return read_csv(p, user_col, item_col, weight_col, time_col)
+    if not p.is_file():
+        raise DataError(f"interactions file not found: {p}")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise DataError("reading Parquet needs the 'pyarrow' package") from exc
+    table = pq.read_table(p)
+    names = table.column_names
+    for col in (user_col, item_col):
+        if col not in names:
+            raise DataError(f"{p}: column '{col}' not found; columns are {names}")
+    users = np.asarray(table.column(user_col).to_pylist(), dtype=str)
+    items = np.asarray(table.column(item_col).to_pylist(), dtype=str)
+    weights = table.column(weight_col).to_numpy() if weight_col and weight_col in names else None
+    times = table.column(time_col).to_numpy() if time_col and time_col in names else None
+    return Interactions.from_columns(users, items, weights, times, source=str(p))
+
+
+def category_matrix(
+    item_ids: npt.NDArray[np.str_] | Iterable[str], metadata: ItemMetadata
+) -> tuple[npt.NDArray[np.float32], list[str]]:
+    """items x categories 0/1 matrix aligned with item codes, and the category names."""
+    ids = [str(i) for i in item_ids]
+    names = sorted({c for meta in metadata.values() for c in meta.get("categories", [])})
+    col = {c: j for j, c in enumerate(names)}
+    out = np.zeros((len(ids), len(names)), dtype=np.float32)
+    for row, item in enumerate(ids):
+        for c in metadata.get(item, {}).get("categories", []):
+            out[row, col[c]] = 1.0
+    return out, names

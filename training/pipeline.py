@@ -1,0 +1,120 @@
+"""The project's default recommendation pipeline: select, tune, blend, re-rank.
+
+1. carve a validation split from train (same protocol as the evaluation),
+2. pick model families by catalogue size/memory (`selector.choose`),
+3. tune each family and the blend weights on validation within a time budget,
+4. train a re-ranker on validation labels (kept only if it beats the blend on held-out users),
+5. refit the chosen models on all of train.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from training import reranker, tuning
+from training.generators.base import FloatArray, IntArray, not_fitted
+from training.generators.ensemble import Blend
+from training.generators.selector import DEFAULT_MEMORY_BUDGET, choose, make
+from training.interactions import Interactions
+from training.splits import validation_split
+
+
+@dataclass
+class PipelineConfig:
+    protocol: str = "stratified"  # how validation is carved out of train
+    val_fraction: float = 0.2
+    budget_seconds: float | None = None  # tuning budget; None scales with first-trial cost
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    rerank: bool = True
+    n_candidates: int = 50
+    k: int = 10
+    seed: int = 7
+
+
+@dataclass
+class PipelineReport:
+    plan: str = ""
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: list[float] = field(default_factory=list)
+    val_ndcg: float = 0.0
+    reranker: str = "off"
+    trials: list[tuple[str, dict[str, Any], float, float]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class DefaultPipeline:
+    """Fits on train Interactions; recommends like any CandidateGenerator afterwards."""
+
+    name = "default"
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.report = PipelineReport()
+        self.blend: Blend | None = None
+        self.model: Any = None  # fitted re-ranker or None
+        self._ctx: reranker.Context | None = None
+        self._train: sparse.csr_matrix | None = None
+
+    def fit(self, train: Interactions, categories: npt.NDArray[np.float32] | None = None) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        fit, val = validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed)
+        fit_m, val_m = fit.matrix(binary=True), val.matrix(binary=True)
+        plan = choose(train.n_items, cfg.memory_budget)
+        self.report.plan = plan.reason
+        tuned = tuning.tune(plan.members, fit_m, val_m, cfg.budget_seconds, cfg.k)
+        self.report.params = tuned.best
+        self.report.weights = tuned.weights
+        self.report.val_ndcg = tuned.blend_ndcg
+        self.report.trials = [
+            (t.name, t.params, round(t.ndcg, 4), round(t.seconds, 2)) for t in tuned.trials
+        ]
+        t1 = time.perf_counter()
+        self.report.seconds["tune"] = t1 - t0
+        self.model = None
+        if cfg.rerank:
+            on_fit = Blend([tuned.fitted[n] for n in plan.members], tuned.weights)
+            on_fit.attach(fit_m)
+            rr = reranker.train_reranker(
+                on_fit, fit, val, categories, cfg.n_candidates, cfg.k, seed=cfg.seed
+            )
+            self.model = rr.model
+            verdict = "kept" if rr.model is not None else "rejected"
+            self.report.reranker = (
+                f"{verdict} (val nDCG {rr.base_ndcg:.4f} -> {rr.reranked_ndcg:.4f})"
+            )
+        t2 = time.perf_counter()
+        self.report.seconds["rerank"] = t2 - t1
+        members = [make(n, tuned.best[n]) for n in plan.members]
+        self._train = train.matrix(binary=True)
+        self.blend = Blend(members, tuned.weights)
+        self.blend.fit(self._train)
+        self._ctx = reranker.build_context(train, categories) if self.model is not None else None
+        self.report.seconds["refit"] = time.perf_counter() - t2
+
+    def recommend(
+        self, user_codes: npt.NDArray[np.integer], n: int, exclude: sparse.csr_matrix | None = None
+    ) -> tuple[IntArray, FloatArray]:
+        if self.blend is None or self._train is None:
+            raise not_fitted(self.name)
+        ex = self._train if exclude is None else exclude
+        users = np.asarray(user_codes, dtype=np.int64)
+        if self.model is None or self._ctx is None:
+            return self.blend.recommend(users, n, ex)
+        width = max(n, self.config.n_candidates)
+        cand, feats = reranker.candidate_features(self.blend, users, self._ctx, width, ex)
+        items, scores = reranker.reorder(self.model, cand, feats)
+        return items[:, :n], scores[:, :n]
+
+    def similar_items(
+        self, item_codes: npt.NDArray[np.integer], n: int
+    ) -> tuple[IntArray, FloatArray]:
+        if self.blend is None:
+            raise not_fitted(self.name)
+        return self.blend.similar_items(item_codes, n)

@@ -1,0 +1,182 @@
+"""Second-stage re-ranker: gradient-boosted trees over (user, candidate) features, exported to ONNX.
+
+Trained on candidates from models fitted on the fit split, labelled by the validation split.
+It is kept only when it beats the generator's own order on validation users it did not see
+(a gate), so a re-ranker never makes a published model worse offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from shared.reranking.features import FEATURES, ItemTable, build_features, window_counts
+from training import metrics
+from training.generators.base import CandidateGenerator, IntArray
+from training.interactions import Interactions
+from training.tuning import sample_users
+
+HISTORY = 20  # recent items per user the features look at
+WINDOW_DAYS = 14.0
+BIN_SECONDS = 86400.0
+MONOTONIC = {"score": 1, "score_gap": 1, "score_z": 1, "rank_frac": -1}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything about train data the features need, computed once per split."""
+
+    items: ItemTable
+    now: npt.NDArray[np.float64]  # per user: last train timestamp
+    n_user: npt.NDArray[np.float64]
+    history: npt.NDArray[np.int64]  # users x HISTORY, most recent first, -1 padded
+    cum_hist: npt.NDArray[np.float64]  # items x day bins, cumulative counts
+    t0: float
+
+
+def build_context(
+    train: Interactions, categories: npt.NDArray[np.float32] | None = None
+) -> Context:
+    """Per-item statistics, per-user reference time and recent history from a train split."""
+    n_items, n_users = train.n_items, train.n_users
+    ts = train.timestamps.astype(np.float64)
+    pop = np.bincount(train.items, minlength=n_items).astype(np.float32)
+    t_max = float(ts.max()) if ts.size else 0.0
+    first = np.full(n_items, np.inf)
+    np.minimum.at(first, train.items, ts)
+    first[~np.isfinite(first)] = t_max
+    last = np.zeros(n_items)
+    np.maximum.at(last, train.items, ts)
+    wsum = np.bincount(train.items, train.weights, minlength=n_items)
+    cats = (
+        np.zeros((n_items, 0), np.float32)
+        if categories is None
+        else np.asarray(categories, np.float32)
+    )
+    items = ItemTable(pop, first, last, (wsum / np.maximum(pop, 1)).astype(np.float32), cats)
+    now = np.zeros(n_users)
+    np.maximum.at(now, train.users, ts)
+    n_user = np.bincount(train.users, minlength=n_users).astype(np.float64)
+    order = np.lexsort((-ts, train.users))
+    su, si = train.users[order], train.items[order]
+    pos = np.arange(su.size) - np.searchsorted(su, su)
+    keep = pos < HISTORY
+    history = np.full((n_users, HISTORY), -1, np.int64)
+    history[su[keep], pos[keep]] = si[keep]
+    t0 = float(ts.min()) if ts.size else 0.0
+    bins = ((ts - t0) // BIN_SECONDS).astype(np.int64)
+    n_bins = int(bins.max()) + 1 if bins.size else 1
+    hist = sparse.csr_matrix(
+        (np.ones(bins.size), (train.items, bins)), shape=(n_items, n_bins)
+    ).toarray()
+    return Context(items, now, n_user, history, np.cumsum(hist, axis=1), t0)
+
+
+def candidate_features(
+    gen: CandidateGenerator,
+    users: npt.NDArray[np.int64],
+    ctx: Context,
+    n_candidates: int,
+    exclude: sparse.csr_matrix,
+) -> tuple[IntArray, npt.NDArray[np.float32]]:
+    """Top candidates of `gen` for users and their feature rows (users*candidates x features)."""
+    cand, scores = gen.recommend(users, n_candidates, exclude=exclude)
+    wpop = window_counts(ctx.cum_hist, ctx.t0, BIN_SECONDS, cand, ctx.now[users], WINDOW_DAYS)
+    feats = build_features(
+        cand, scores, wpop, ctx.items, ctx.history[users], ctx.n_user[users], ctx.now[users]
+    )
+    return cand, feats
+
+
+def labels(
+    cand: IntArray, users: npt.NDArray[np.int64], truth: sparse.csr_matrix
+) -> npt.NDArray[np.bool_]:
+    """1 when the candidate is among the user's held-out items."""
+    rows = np.repeat(users, cand.shape[1])
+    cols = np.clip(cand.ravel(), 0, None)
+    return (np.asarray(truth[rows, cols]).ravel() > 0) & (cand.ravel() >= 0)
+
+
+def new_model(seed: int = 0) -> HistGradientBoostingClassifier:
+    """Small, regularised trees: a few hundred thousand rows, must train in seconds."""
+    cst = [MONOTONIC.get(name, 0) for name in FEATURES]
+    return HistGradientBoostingClassifier(
+        max_iter=150,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=100,
+        l2_regularization=1.0,
+        monotonic_cst=cst,
+        early_stopping=False,
+        random_state=seed,
+    )
+
+
+def reorder(
+    model: HistGradientBoostingClassifier, cand: IntArray, feats: npt.NDArray[np.float32]
+) -> tuple[IntArray, npt.NDArray[np.float32]]:
+    """Candidates sorted by re-ranker probability (padding stays last)."""
+    p = model.predict_proba(feats)[:, 1].reshape(cand.shape).astype(np.float32)
+    p[cand < 0] = -1.0
+    order = np.argsort(-p, axis=1, kind="stable")
+    return np.take_along_axis(cand, order, axis=1), np.take_along_axis(p, order, axis=1)
+
+
+@dataclass
+class RerankerFit:
+    model: HistGradientBoostingClassifier | None  # None: the gate rejected it
+    base_ndcg: float
+    reranked_ndcg: float
+
+
+def train_reranker(
+    gen_on_fit: CandidateGenerator,
+    fit: Interactions,
+    val: Interactions,
+    categories: npt.NDArray[np.float32] | None,
+    n_candidates: int = 50,
+    k: int = 10,
+    min_gain: float = 0.005,
+    seed: int = 0,
+    max_users: int = 2000,
+) -> RerankerFit:
+    """Train on half the validation users, gate on the other half, then refit on all of them."""
+    ctx = build_context(fit, categories)
+    val_m = val.matrix(binary=True)
+    users = sample_users(val_m, max_users=max_users, seed=seed)
+    cand, feats = candidate_features(gen_on_fit, users, ctx, n_candidates, fit.matrix(binary=True))
+    y = labels(cand, users, val_m)
+    rng = np.random.default_rng(seed)
+    half = rng.random(users.size) < 0.5
+    rows_a = np.repeat(half, n_candidates)
+    if y[rows_a].sum() == 0 or y[~rows_a].sum() == 0:
+        return RerankerFit(None, 0.0, 0.0)
+    probe = new_model(seed)
+    probe.fit(feats[rows_a], y[rows_a])
+    truth_b = val_m[users[~half]]
+    base = metrics.ndcg_at_k(cand[~half], truth_b, k)
+    reranked, _ = reorder(probe, cand[~half], feats[~rows_a])
+    gain = metrics.ndcg_at_k(reranked, truth_b, k)
+    if gain < base + min_gain:
+        return RerankerFit(None, base, gain)
+    model = new_model(seed)
+    model.fit(feats, y)
+    return RerankerFit(model, base, gain)
+
+
+def to_onnx(model: HistGradientBoostingClassifier) -> bytes:
+    """ONNX bytes with a float input 'features' (n x len(FEATURES)) and plain probability output."""
+    from skl2onnx import to_onnx as _to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = _to_onnx(
+        model,
+        initial_types=[("features", FloatTensorType([None, len(FEATURES)]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return bytes(onx.SerializeToString())
