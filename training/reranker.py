@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from shared.reranking.features import FEATURES, ItemTable, build_features, window_counts
 from training import metrics
@@ -24,6 +25,9 @@ HISTORY = 20  # recent items per user the features look at
 WINDOW_DAYS = 14.0
 BIN_SECONDS = 86400.0
 MONOTONIC = {"score": 1, "score_gap": 1, "score_z": 1, "rank_frac": -1}
+# One OpenMP thread: on ~1e5 rows the trees are fast anyway, while OpenMP spin-waiting on a busy
+# machine (other processes, a Function host) made fits 5-10x slower than single-threaded.
+OPENMP_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,8 @@ def reorder(
     model: HistGradientBoostingClassifier, cand: IntArray, feats: npt.NDArray[np.float32]
 ) -> tuple[IntArray, npt.NDArray[np.float32]]:
     """Candidates sorted by re-ranker probability (padding stays last)."""
-    p = model.predict_proba(feats)[:, 1].reshape(cand.shape).astype(np.float32)
+    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+        p = model.predict_proba(feats)[:, 1].reshape(cand.shape).astype(np.float32)
     p[cand < 0] = -1.0
     order = np.argsort(-p, axis=1, kind="stable")
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(p, order, axis=1)
@@ -156,7 +161,8 @@ def train_reranker(
     if y[rows_a].sum() == 0 or y[~rows_a].sum() == 0:
         return RerankerFit(None, 0.0, 0.0)
     probe = new_model(seed)
-    probe.fit(feats[rows_a], y[rows_a])
+    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+        probe.fit(feats[rows_a], y[rows_a])
     truth_b = val_m[users[~half]]
     base = metrics.ndcg_at_k(cand[~half], truth_b, k)
     reranked, _ = reorder(probe, cand[~half], feats[~rows_a])
@@ -164,7 +170,8 @@ def train_reranker(
     if gain < base + min_gain:
         return RerankerFit(None, base, gain)
     model = new_model(seed)
-    model.fit(feats, y)
+    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+        model.fit(feats, y)
     return RerankerFit(model, base, gain)
 
 

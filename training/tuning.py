@@ -22,7 +22,22 @@ from training.generators.ensemble import standardise_rows
 from training.generators.selector import make
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
-    "ease": [{"reg_scale": s} for s in (8.0, 4.0, 16.0, 12.0, 2.0, 1.0)],
+    # user_weight: Gram built from X' diag(n_u^-w) X (see EASE); cheap, so both axes are searched
+    "ease": [
+        {"reg_scale": s, "user_weight": w}
+        for s, w in (
+            (8.0, 0.0),
+            (8.0, 0.25),
+            (4.0, 0.0),
+            (16.0, 0.25),
+            (16.0, 0.0),
+            (4.0, 0.25),
+            (16.0, 0.5),
+            (12.0, 0.0),
+            (2.0, 0.0),
+            (1.0, 0.0),
+        )
+    ],
     "item_knn": [
         {"neighbours": k, "shrink": s}
         for k, s in ((100, 10.0), (50, 10.0), (200, 10.0), (100, 50.0), (20, 0.0))

@@ -74,3 +74,18 @@ def test_similar_items_exclude_the_item_itself(gen: CandidateGenerator) -> None:
 def test_selector_refuses_dense_ease_for_large_catalogues() -> None:
     assert choose(1_682).members[0] == "ease"
     assert choose(17_000).members[0] == "item_knn"
+
+
+def test_ease_user_weight_is_plain_ease_for_equal_users_and_learns_groups() -> None:
+    """Down-weighting heavy users changes nothing when every user has the same count."""
+    plain, weighted = EASE(reg=1.0), EASE(reg=1.0 / 3**0.5, user_weight=0.5)
+    equal = TRAIN[[0, 1, 2, 4, 5, 6, 7]]  # all three items each
+    plain.fit(equal)
+    weighted.fit(equal)
+    assert plain.weights is not None and weighted.weights is not None
+    np.testing.assert_allclose(plain.weights, weighted.weights, rtol=1e-4, atol=1e-6)
+    assert weighted.params()["user_weight"] == 0.5
+    skewed = EASE(reg=1.0, user_weight=0.5)
+    skewed.fit(TRAIN)
+    items, _ = skewed.recommend(np.array([0, 4]), 1)
+    assert items[0, 0] == 3 and items[1, 0] == 7
