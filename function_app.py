@@ -21,26 +21,34 @@ app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNC
 
 
 @app.function_name("feedback")
+# A failed batch is retried in place (the checkpoint does not move past it): every step of
+# process_batch is idempotent, so a retry finishes what the failed attempt started.
+@app.retry(strategy="exponential_backoff", max_retry_count="8",
+           minimum_interval="00:00:01", maximum_interval="00:01:00")
 @app.event_hub_message_trigger(
     arg_name="events",
     connection="EventHubConnection",
     event_hub_name="%EVENTHUB_NAME%",
     cardinality=func.Cardinality.MANY,
+    consumer_group="%EVENTHUB_CONSUMER_GROUP%",
 )
 def feedback(events: list[func.EventHubEvent]) -> None:
-    result = process_batch(get_runtime().backends.store, [e.get_body() for e in events])
+    runtime = get_runtime()
+    result = process_batch(
+        runtime.backends.store, [e.get_body() for e in events], runtime.online
+    )
     logging.info(
-        "feedback batch: %d accepted, %d duplicates, %d dead-lettered",
-        result.accepted, result.duplicates, len(result.rejected),
+        "feedback batch: %d accepted, %d duplicates, %d dead-lettered, %d online updates",
+        result.accepted, result.duplicates, len(result.rejected), result.online_applied,
     )
 
 
 @app.function_name("retrain")
 @app.timer_trigger(arg_name="timer", schedule="%RETRAIN_SCHEDULE%", use_monitor=True)
 def retrain(timer: func.TimerRequest) -> None:
-    from training.retrain import retrain_from_events
+    from training.retrain import run_scheduled
 
-    runtime = get_runtime()
     if timer.past_due:
         logging.warning("retrain timer is past due; running now")
-    retrain_from_events(runtime, runtime.settings.default_tenant)
+    for result in run_scheduled(get_runtime()):  # each tenant under its lease
+        logging.info(result.message)

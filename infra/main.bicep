@@ -29,6 +29,21 @@ param tenants string = 'default'
 @description('Deploy an Azure Databricks workspace for the large-data retrain path.')
 param deployDatabricks bool = false
 
+@description('Per-tenant business rules (JSON, see README "HTTP API"); empty for none.')
+param rules string = ''
+
+@description('Experiments and their variants (JSON, see README "HTTP API"); empty for none.')
+param experiments string = ''
+
+@description('MLflow tracking URI (an Azure ML or Databricks workspace) that keeps training runs.')
+param mlflowTrackingUri string = 'file:///tmp/reco/mlruns'
+
+@description('Databricks job id of the large-data retrain (after deploying its bundle); empty for none.')
+param databricksJobId string = ''
+
+@description('Databricks workspace URL for the hand-off (https://adb-....azuredatabricks.net).')
+param databricksHost string = ''
+
 @description('Object id of the deploying user, granted data access for the first training run.')
 param principalId string = ''
 
@@ -54,6 +69,11 @@ module resources 'resources.bicep' = {
     retrainSchedule: retrainSchedule
     tenants: tenants
     principalId: principalId
+    rules: rules
+    experiments: experiments
+    mlflowTrackingUri: mlflowTrackingUri
+    databricksJobId: databricksJobId
+    databricksHost: databricksHost
   }
 }
 

@@ -8,6 +8,11 @@ param cosmosAutoscaleMaxThroughput int
 param retrainSchedule string
 param tenants string
 param principalId string
+param rules string
+param experiments string
+param mlflowTrackingUri string
+param databricksJobId string
+param databricksHost string
 
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var cosmosDatabaseName = 'recommender'
@@ -351,7 +356,34 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     EventHubConnection__fullyQualifiedNamespace: '${eventHubs.name}.servicebus.windows.net'
     EVENTHUB_NAME: feedbackHubName
     EVENTHUB_CONSUMER_GROUP: consumerGroupName
+    EVENTHUB_MAX_RETRIES: '5'
+    RECO_ONLINE_RECENT_LIMIT: '50'
+    RECO_ONLINE_USER_TTL_SECONDS: '2592000'
+    RECO_FEEDBACK_DEDUPE_TTL_SECONDS: '259200'
+    RECO_TRENDING_WINDOW_HOURS: '48'
+    RECO_TRENDING_HALF_LIFE_HOURS: '6'
+    RECO_TRENDING_READ_CACHE_SECONDS: '5'
+    RECO_RULES: rules
+    RECO_EXPERIMENTS: experiments
+    RECO_DIVERSITY_MAX_SHARE: '0.5'
+    RECO_BREAKER_FAILURES: '5'
+    RECO_BREAKER_RESET_SECONDS: '5'
+    RECO_READ_RETRY_ATTEMPTS: '2'
+    RECO_MODEL_LOAD_WAIT_SECONDS: '10'
+    RECO_MAX_THREADS: '16'
     RETRAIN_SCHEDULE: retrainSchedule
+    RETRAIN_TENANTS: tenants
+    RETRAIN_WINDOW_DAYS: '180'
+    RETRAIN_GATE_TOLERANCE: '0.02'
+    RETRAIN_TUNING_SECONDS: '60'
+    RETRAIN_MAX_FUNCTION_ROWS: '2000000'
+    RETRAIN_LEASE_SECONDS: '3600'
+    RECO_FILL_CHUNK_USERS: '1000'
+    RECO_FILL_STORE_CONCURRENCY: '8'
+    RECO_DATA_DIR: '/tmp/reco'
+    MLFLOW_TRACKING_URI: mlflowTrackingUri
+    DATABRICKS_JOB_ID: databricksJobId
+    DATABRICKS_HOST: databricksHost
   }
 }
 

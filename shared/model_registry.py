@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,33 +88,95 @@ def active_version_id(store: DocumentStore, tenant: str) -> str | None:
 class ActiveModels:
     """Per-process view of each tenant's active version, re-read at most every `refresh` s.
 
-    Requests use the version they find; a stale entry is refreshed by the first request that
-    notices, and if the store cannot be reached the last known version keeps serving.
+    Only the first request for a tenant reads the pointer synchronously; later refreshes run on
+    a background thread while requests keep the version they know, so a slow or unreachable
+    store never stalls a request (with `refresh_seconds=0` every call reads synchronously).
+    If the store cannot be reached the last known version keeps serving.
     """
 
-    def __init__(self, store: DocumentStore, refresh_seconds: float = 10.0) -> None:
+    MAX_TENANTS = 10_000  # bound on remembered tenants (unknown names are remembered too)
+
+    def __init__(self, store: DocumentStore, refresh_seconds: float = 10.0,
+                 guard: Callable[[Callable[[], Any]], Any] | None = None) -> None:
         self._store = store
         self._refresh = refresh_seconds
+        self._guard = guard or (lambda fn: fn())  # e.g. the store's circuit breaker
         self._lock = threading.Lock()
         self._known: dict[str, tuple[float, ModelVersion | None]] = {}
+        self._versions: dict[tuple[str, str], tuple[float, ModelVersion | None]] = {}
+        self._refreshing: set[str] = set()
+
+    def use_guard(self, guard: Callable[[Callable[[], Any]], Any]) -> None:
+        """Routes store reads through `guard` (serving passes the store's circuit breaker)."""
+        self._guard = guard
 
     def get(self, tenant: str) -> ModelVersion | None:
         entry = self._known.get(tenant)
         now = time.monotonic()
         if entry is not None and now - entry[0] < self._refresh:
             return entry[1]
+        if entry is not None and self._refresh > 0:
+            self._refresh_in_background(tenant)
+            return entry[1]
         with self._lock:
             entry = self._known.get(tenant)
             if entry is not None and now - entry[0] < self._refresh:
                 return entry[1]
+            return self._reload(tenant, entry, now)
+
+    def known(self, tenant: str) -> ModelVersion | None:
+        """The last version read for the tenant, without touching the store."""
+        entry = self._known.get(tenant)
+        return None if entry is None else entry[1]
+
+    def version(self, tenant: str, version: str) -> ModelVersion | None:
+        """Any published version of the tenant (experiments serve non-active ones), cached."""
+        key = (tenant, version)
+        now = time.monotonic()
+        hit = self._versions.get(key)
+        if hit is not None and (hit[1] is not None or now - hit[0] < max(self._refresh, 1.0)):
+            return hit[1]
+        active = self.known(tenant)
+        if active is not None and active.version == version:
+            return active
+        try:
+            found = self._guard(lambda: read_version(self._store, tenant, version))
+        except Exception:
+            return None if hit is None else hit[1]
+        self._versions[key] = (now, found)
+        return found
+
+    def _reload(self, tenant: str, entry: tuple[float, ModelVersion | None] | None,
+                now: float) -> ModelVersion | None:
+        try:
+            model = self._guard(lambda: self._load(tenant, None if entry is None else entry[1]))
+        except Exception:
+            if entry is None:
+                raise
+            model = entry[1]  # store unreachable: keep serving what we have
+        if len(self._known) >= self.MAX_TENANTS:
+            self._known = {t: e for t, e in self._known.items() if e[1] is not None}
+        self._known[tenant] = (now, model)
+        return model
+
+    def _refresh_in_background(self, tenant: str) -> None:
+        with self._lock:
+            if tenant in self._refreshing:
+                return
+            self._refreshing.add(tenant)
+
+        def run() -> None:
             try:
-                model = self._load(tenant, None if entry is None else entry[1])
-            except Exception:
-                if entry is None:
-                    raise
-                model = entry[1]  # store unreachable: keep serving what we have
-            self._known[tenant] = (now, model)
-            return model
+                with self._lock:
+                    entry = self._known.get(tenant)
+                self._reload(tenant, entry, time.monotonic())
+            except Exception:  # logged by the store; the next request retries
+                pass
+            finally:
+                with self._lock:
+                    self._refreshing.discard(tenant)
+
+        threading.Thread(target=run, name=f"active-{tenant}", daemon=True).start()
 
     def _load(self, tenant: str, current: ModelVersion | None) -> ModelVersion | None:
         version = active_version_id(self._store, tenant)
@@ -126,3 +189,4 @@ class ActiveModels:
     def forget(self) -> None:
         with self._lock:
             self._known.clear()
+            self._versions.clear()

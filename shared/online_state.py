@@ -4,14 +4,30 @@ serving on every request.
 CONTRACT (implementations: Redis, and an in-process one for the embedded defaults).
 All keys of one tenant share the hash tag `{t:<tenant>}` so that a per-tenant Lua script or
 pipeline stays in one cluster slot.
+
+Writes are exactly-once per event id: `apply` marks each event with
+`<tag>:applied:<eventId>` (SET NX, with a TTL) and applies that event's updates only when the
+marker was new, inside one Lua script per tenant, all tenants' scripts in one pipeline. A batch
+re-delivered after a partial failure therefore changes nothing it already changed.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import redis
+
+from shared.stores.errors import BackendError
 
 RECENT_LIMIT = 50  # recent items kept per user
+ALL_CATEGORIES = "_all"  # the trending bucket every event counts in
+HOUR = 3600
 
 
 def tenant_tag(tenant: str) -> str:
@@ -29,6 +45,21 @@ def user_state_keys(tenant: str, user_id: str) -> dict[str, str]:
     }
 
 
+def applied_key(tenant: str, event_id: str) -> str:
+    """The marker saying this event's online updates were applied (exactly-once)."""
+    return f"{tenant_tag(tenant)}:applied:{event_id}"
+
+
+def trending_key(tenant: str, category: str, hour: int) -> str:
+    """One hourly bucket (hours since the epoch) of decayed trending scores."""
+    return f"{tenant_tag(tenant)}:tr:{category}:{hour}"
+
+
+def trending_union_key(tenant: str, category: str) -> str:
+    """Where the decayed union of the buckets is kept for a few seconds, shared by processes."""
+    return f"{tenant_tag(tenant)}:trsum:{category}"
+
+
 @dataclass(frozen=True)
 class UserState:
     recent: list[str] = field(default_factory=list)  # most recent first
@@ -40,6 +71,42 @@ class UserState:
     def excluded(self) -> frozenset[str]:
         """Items never to recommend again to this user."""
         return self.purchased | self.disliked
+
+
+@dataclass(slots=True)
+class OnlineUpdate:
+    """What one accepted event changes in online state (built by the feedback processor)."""
+
+    tenant: str
+    event_id: str
+    user_id: str
+    item_id: str
+    timestamp: float  # seconds since the epoch
+    recent: bool = False  # goes into the user's recent items
+    user_set: str | None = None  # "seen", "purchased" or "disliked"
+    trend_weight: float = 0.0  # added to the item's trending score (0: none)
+    category: str | None = None  # also counted in this category's trending
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Bounds and lifetimes; the settings module fills these in."""
+
+    recent_limit: int = RECENT_LIMIT
+    user_ttl_seconds: int = 30 * 24 * HOUR  # online state of an idle user expires
+    dedupe_ttl_seconds: int = 3 * 24 * HOUR  # applied markers; >= trending window, see below
+    trending_window_hours: int = 48
+    trending_half_life_hours: float = 6.0
+    trending_read_cache_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        # Events older than the window never touch trending; while an event is inside the
+        # window its marker is alive, so a replay at any age cannot count twice.
+        if self.dedupe_ttl_seconds < self.trending_window_hours * HOUR:
+            raise ValueError("the dedupe TTL must cover the trending window")
+
+    def decay(self, age_hours: int) -> float:
+        return math.pow(0.5, age_hours / self.trending_half_life_hours)
 
 
 class OnlineState(Protocol):
@@ -62,3 +129,376 @@ class OnlineState(Protocol):
         ...
 
     def ping(self) -> bool: ...
+
+    def apply(self, updates: Sequence[OnlineUpdate]) -> int:
+        """Applies each update exactly once per (tenant, event id); returns how many were new."""
+        ...
+
+
+def _hour(ts: float) -> int:
+    return int(ts // HOUR)
+
+
+class _TrendingReadCache:
+    """A few seconds of in-process memory for trending reads: they are hot and change slowly."""
+
+    def __init__(self, seconds: float, max_entries: int = 1024) -> None:
+        self._seconds = seconds
+        self._max = max_entries
+        self._data: OrderedDict[tuple[str, str, int], tuple[float, list[tuple[str, float]]]]
+        self._data = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, int]) -> list[tuple[str, float]] | None:
+        with self._lock:
+            hit = self._data.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: tuple[str, str, int], value: list[tuple[str, float]]) -> None:
+        if self._seconds <= 0:
+            return
+        with self._lock:
+            self._data[key] = (time.monotonic() + self._seconds, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+
+# One script per tenant and batch. KEYS come in fives per event (marker, recent, user set,
+# trending bucket, category bucket; unused ones repeat the marker so every key is declared and
+# in the tenant's slot); ARGV: marker TTL, recent limit, user TTL, then per event
+# item, timestamp, trending weight, flags (1 recent, 2 user set, 4 trending, 8 category),
+# and the bucket's expiry time.
+_APPLY_LUA = """
+local marker_ttl = ARGV[1]
+local limit = tonumber(ARGV[2])
+local user_ttl = ARGV[3]
+local expired = {}  -- keys whose expiry this script already set
+local applied = 0
+local a = 4
+for k = 1, #KEYS, 5 do
+  if redis.call('SET', KEYS[k], '1', 'NX', 'EX', marker_ttl) then
+    applied = applied + 1
+    local item, ts, w = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    local flags, exat = tonumber(ARGV[a + 3]), ARGV[a + 4]
+    if flags % 2 == 1 then
+      local key = KEYS[k + 1]
+      if redis.call('ZADD', key, 'GT', ts, item) > 0
+          and redis.call('ZCARD', key) > limit then
+        redis.call('ZREMRANGEBYRANK', key, 0, -(limit + 1))
+      end
+      if not expired[key] then redis.call('EXPIRE', key, user_ttl); expired[key] = 1 end
+    end
+    if math.floor(flags / 2) % 2 == 1 then
+      local key = KEYS[k + 2]
+      redis.call('SADD', key, item)
+      if not expired[key] then redis.call('EXPIRE', key, user_ttl); expired[key] = 1 end
+    end
+    for bit = 2, 3 do
+      if math.floor(flags / (2 ^ bit)) % 2 == 1 then
+        local key = KEYS[k + bit + 1]
+        redis.call('ZINCRBY', key, w, item)
+        if not expired[key] then redis.call('EXPIREAT', key, exat); expired[key] = 1 end
+      end
+    end
+  end
+  a = a + 5
+end
+return applied
+"""
+
+
+def _as_str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisOnlineState:
+    """Online state in the same Redis as the hot cache (the `RedisCache.client`)."""
+
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, config: OnlineConfig | None = None) -> None:
+        self.client = client
+        self.config = config or OnlineConfig()
+        self._script = client.register_script(_APPLY_LUA)
+        self._trend_cache = _TrendingReadCache(self.config.trending_read_cache_seconds)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _script_args(
+        self, tenant: str, updates: Sequence[OnlineUpdate], now: float
+    ) -> tuple[list[str], list[str | int | float]]:
+        """Keys and arguments of one tenant's script (the hot loop of a batch: kept lean)."""
+        cfg = self.config
+        tag = tenant_tag(tenant)
+        keys: list[str] = []
+        args: list[str | int | float] = [cfg.dedupe_ttl_seconds, cfg.recent_limit,
+                                         cfg.user_ttl_seconds]
+        oldest_hour = _hour(now) - cfg.trending_window_hours + 1
+        window = cfg.trending_window_hours + 1
+        for u in updates:
+            marker = f"{tag}:applied:{u.event_id}"
+            user = f"{tag}:u:{u.user_id}"
+            hour = int(u.timestamp // HOUR)
+            trend = u.trend_weight != 0 and hour >= oldest_hour
+            flags = (1 if u.recent else 0) | (2 if u.user_set else 0)
+            if trend:
+                flags |= 4 | (8 if u.category else 0)
+            keys += (
+                marker,
+                f"{user}:recent" if u.recent else marker,
+                f"{user}:{u.user_set}" if u.user_set else marker,
+                f"{tag}:tr:{ALL_CATEGORIES}:{hour}" if trend else marker,
+                f"{tag}:tr:{u.category}:{hour}" if trend and u.category else marker,
+            )
+            args += (u.item_id, u.timestamp, u.trend_weight, flags, (hour + window) * HOUR)
+        return keys, args
+
+    def apply(self, updates: Sequence[OnlineUpdate]) -> int:
+        if not updates:
+            return 0
+        by_tenant: dict[str, list[OnlineUpdate]] = defaultdict(list)
+        for u in updates:
+            by_tenant[u.tenant].append(u)
+        now = time.time()
+        calls = [self._script_args(t, group, now) for t, group in by_tenant.items()]
+        try:
+            results = self._run(calls)
+            missing = [c for c, r in zip(calls, results, strict=True)
+                       if isinstance(r, redis.exceptions.NoScriptError)]
+            if missing:  # first use on this server (or after a restart / SCRIPT FLUSH)
+                self.client.script_load(_APPLY_LUA)
+                results = [r for r in results if not isinstance(r, Exception)]
+                results += self._run(missing)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis online-state update failed: {exc}") from exc
+        for r in results:
+            if isinstance(r, Exception):
+                raise BackendError(f"redis online-state update failed: {r}")
+        return sum(int(r) for r in results)
+
+    def _run(self, calls: list[tuple[list[str], list[str | int | float]]]) -> list[Any]:
+        """All tenants' scripts in one pipeline: one round trip per batch."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _queue_user(self, pipe: Any, tenant: str, user_id: str) -> None:
+        keys = user_state_keys(tenant, user_id)
+        pipe.zrevrange(keys["recent"], 0, -1)
+        pipe.smembers(keys["seen"])
+        pipe.smembers(keys["purchased"])
+        pipe.smembers(keys["disliked"])
+
+    @staticmethod
+    def _user_from(values: Sequence[Any]) -> UserState:
+        recent, seen, purchased, disliked = values
+        return UserState(
+            recent=[_as_str(i) for i in recent],
+            seen=frozenset(_as_str(i) for i in seen),
+            purchased=frozenset(_as_str(i) for i in purchased),
+            disliked=frozenset(_as_str(i) for i in disliked),
+        )
+
+    def read_user(self, tenant: str, user_id: str) -> UserState:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_user(pipe, tenant, user_id)
+            return self._user_from(pipe.execute())
+        except redis.RedisError as exc:
+            raise BackendError(f"redis online-state read failed: {exc}") from exc
+
+    def read_user_with(
+        self, tenant: str, user_id: str, extra_key: str
+    ) -> tuple[UserState, bytes | None]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_user(pipe, tenant, user_id)
+            pipe.get(extra_key)
+            values = pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"redis online-state read failed: {exc}") from exc
+        extra = values[4]
+        return self._user_from(values[:4]), (extra.encode() if isinstance(extra, str) else extra)
+
+    def trending(
+        self, tenant: str, n: int, category: str | None = None
+    ) -> list[tuple[str, float]]:
+        cat = category or ALL_CATEGORIES
+        cache_key = (tenant, cat, n)
+        hit = self._trend_cache.get(cache_key)
+        if hit is not None:
+            return hit
+        now_hour = _hour(time.time())
+        hours = range(now_hour, now_hour - self.config.trending_window_hours, -1)
+        weights = {trending_key(tenant, cat, h): self.config.decay(now_hour - h) for h in hours}
+        dest = trending_union_key(tenant, cat)
+        ttl_ms = max(1, int(self.config.trending_read_cache_seconds * 1000))
+        try:
+            pipe = self.client.pipeline(transaction=True)  # one slot: a MULTI is allowed
+            pipe.zunionstore(dest, weights)
+            pipe.pexpire(dest, ttl_ms)
+            pipe.zrevrange(dest, 0, n - 1, withscores=True)
+            rows = pipe.execute()[2]
+        except redis.RedisError as exc:
+            raise BackendError(f"redis trending read failed: {exc}") from exc
+        value = [(_as_str(item), float(score)) for item, score in rows]
+        self._trend_cache.put(cache_key, value)
+        return value
+
+    def forget_user(self, tenant: str, user_id: str) -> int:
+        try:
+            return int(self.client.unlink(*user_state_keys(tenant, user_id).values()))
+        except redis.RedisError as exc:
+            raise BackendError(f"redis delete failed: {exc}") from exc
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+
+@dataclass
+class _MemoryUser:
+    recent: dict[str, float] = field(default_factory=dict)
+    sets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    touched: float = 0.0
+
+
+class MemoryOnlineState:
+    """The embedded default: the same semantics in process memory, guarded by one lock.
+
+    `read_user_with` reads the extra key from the embedded hot cache it is given.
+    """
+
+    name = "memory"
+
+    def __init__(self, cache: Any = None, config: OnlineConfig | None = None) -> None:
+        self._cache = cache
+        self.config = config or OnlineConfig()
+        self._lock = threading.Lock()
+        self._users: dict[tuple[str, str], _MemoryUser] = {}
+        self._applied: dict[tuple[str, str], float] = {}  # (tenant, event id) -> expiry
+        # (tenant, category, hour) -> item -> score
+        self._buckets: dict[tuple[str, str, int], dict[str, float]] = {}
+        self._trend_cache = _TrendingReadCache(self.config.trending_read_cache_seconds)
+        self._last_sweep = 0.0
+
+    def apply(self, updates: Sequence[OnlineUpdate]) -> int:
+        cfg = self.config
+        now = time.time()
+        oldest_hour = _hour(now) - cfg.trending_window_hours + 1
+        applied = 0
+        with self._lock:
+            self._sweep(now)
+            for u in updates:
+                marker = (u.tenant, u.event_id)
+                expiry = self._applied.get(marker)
+                if expiry is not None and expiry > now:
+                    continue
+                self._applied[marker] = now + cfg.dedupe_ttl_seconds
+                applied += 1
+                user = self._users.setdefault((u.tenant, u.user_id), _MemoryUser())
+                user.touched = now
+                if u.recent:
+                    if u.timestamp > user.recent.get(u.item_id, -math.inf):
+                        user.recent[u.item_id] = u.timestamp
+                    if len(user.recent) > cfg.recent_limit:
+                        ordered = sorted(user.recent.items(), key=lambda kv: (kv[1], kv[0]))
+                        for item, _ in ordered[: len(user.recent) - cfg.recent_limit]:
+                            del user.recent[item]
+                if u.user_set:
+                    user.sets[u.user_set].add(u.item_id)
+                hour = _hour(u.timestamp)
+                if u.trend_weight and hour >= oldest_hour:
+                    for cat in (ALL_CATEGORIES, u.category):
+                        if cat:
+                            bucket = self._buckets.setdefault((u.tenant, cat, hour), {})
+                            bucket[u.item_id] = bucket.get(u.item_id, 0.0) + u.trend_weight
+        return applied
+
+    def _sweep(self, now: float) -> None:
+        """Drops expired markers, idle users and old buckets (at most once a minute)."""
+        if now - self._last_sweep < 60:
+            return
+        self._last_sweep = now
+        self._applied = {k: v for k, v in self._applied.items() if v > now}
+        idle = now - self.config.user_ttl_seconds
+        self._users = {k: v for k, v in self._users.items() if v.touched > idle}
+        oldest = _hour(now) - self.config.trending_window_hours + 1
+        self._buckets = {k: v for k, v in self._buckets.items() if k[2] >= oldest}
+
+    def read_user(self, tenant: str, user_id: str) -> UserState:
+        with self._lock:
+            user = self._users.get((tenant, user_id))
+            if user is None or user.touched < time.time() - self.config.user_ttl_seconds:
+                return UserState()
+            recent = sorted(user.recent.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+            return UserState(
+                recent=[i for i, _ in recent],
+                seen=frozenset(user.sets.get("seen", ())),
+                purchased=frozenset(user.sets.get("purchased", ())),
+                disliked=frozenset(user.sets.get("disliked", ())),
+            )
+
+    def read_user_with(
+        self, tenant: str, user_id: str, extra_key: str
+    ) -> tuple[UserState, bytes | None]:
+        extra = None if self._cache is None else self._cache.get(extra_key)
+        return self.read_user(tenant, user_id), extra
+
+    def trending(
+        self, tenant: str, n: int, category: str | None = None
+    ) -> list[tuple[str, float]]:
+        cat = category or ALL_CATEGORIES
+        hit = self._trend_cache.get((tenant, cat, n))
+        if hit is not None:
+            return hit
+        now_hour = _hour(time.time())
+        totals: dict[str, float] = defaultdict(float)
+        with self._lock:
+            for age in range(self.config.trending_window_hours):
+                bucket = self._buckets.get((tenant, cat, now_hour - age))
+                if bucket:
+                    w = self.config.decay(age)
+                    for item, score in bucket.items():
+                        totals[item] += w * score
+        value = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        self._trend_cache.put((tenant, cat, n), value)
+        return value
+
+    def forget_user(self, tenant: str, user_id: str) -> int:
+        with self._lock:
+            user = self._users.pop((tenant, user_id), None)
+        if user is None:
+            return 0
+        return int(bool(user.recent)) + sum(1 for s in user.sets.values() if s)
+
+    def ping(self) -> bool:
+        return True
+
+
+def build_online_state(cache: Any, config: OnlineConfig | None = None) -> OnlineState:
+    """Online state next to the hot cache: Redis when the cache is Redis, else in process."""
+    client = getattr(cache, "client", None)
+    if isinstance(client, redis.Redis):
+        return RedisOnlineState(client, config)
+    return MemoryOnlineState(cache, config)
+
+
+def config_from(settings: Any) -> OnlineConfig:
+    """The online-state bounds from the settings module."""
+    return OnlineConfig(
+        recent_limit=settings.online_recent_limit,
+        user_ttl_seconds=settings.online_user_ttl_seconds,
+        dedupe_ttl_seconds=settings.feedback_dedupe_ttl_seconds,
+        trending_window_hours=settings.trending_window_hours,
+        trending_half_life_hours=settings.trending_half_life_hours,
+        trending_read_cache_seconds=settings.trending_read_cache_seconds,
+    )

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from shared.feedback.process import process_batch
 from shared.model_registry import ActiveModels
+from shared.online_state import OnlineState, build_online_state, config_from
 from shared.serving.recommender import Recommender
 from shared.settings import Settings, get_settings
 from shared.stores.events import DirectSink, EventHubSink, EventSink
@@ -20,9 +21,12 @@ class Runtime:
     active: ActiveModels
     recommender: Recommender
     sink: EventSink
+    online: OnlineState
 
 
-def build_event_sink(settings: Settings, backends: Backends) -> EventSink:
+def build_event_sink(
+    settings: Settings, backends: Backends, online: OnlineState | None = None
+) -> EventSink:
     if settings.eventhub_connection_string or settings.eventhub_namespace:
         from azure.eventhub import EventHubProducerClient
 
@@ -36,14 +40,16 @@ def build_event_sink(settings: Settings, backends: Backends) -> EventSink:
             producer = EventHubProducerClient(
                 str(settings.eventhub_namespace), settings.eventhub_name, DefaultAzureCredential()
             )
-        return EventHubSink(producer)
-    return DirectSink(lambda bodies: process_batch(backends.store, bodies))
+        return EventHubSink(producer, max_retries=settings.eventhub_max_retries)
+    return DirectSink(lambda bodies: process_batch(backends.store, bodies, online))
 
 
 def build_runtime(settings: Settings, backends: Backends) -> Runtime:
     active = ActiveModels(backends.store, settings.active_version_refresh_seconds)
-    recommender = Recommender(backends, active, settings.cache_ttl_seconds)
-    return Runtime(settings, backends, active, recommender, build_event_sink(settings, backends))
+    online = build_online_state(backends.cache, config_from(settings))
+    recommender = Recommender.from_settings(settings, backends, active, online)
+    sink = build_event_sink(settings, backends, online)
+    return Runtime(settings, backends, active, recommender, sink, online)
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     # General
     default_tenant: str = Field("default", alias="RECO_DEFAULT_TENANT")
@@ -61,9 +63,42 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("EventHubConnection", "EVENTHUB_CONNECTION_STRING")
     )
     eventhub_name: str = Field("feedback", alias="EVENTHUB_NAME")
+    eventhub_consumer_group: str = Field("$Default", alias="EVENTHUB_CONSUMER_GROUP")
+    eventhub_max_retries: int = Field(5, alias="EVENTHUB_MAX_RETRIES", ge=0)
+
+    # Online state (recent items, seen/purchased/disliked, trending) and feedback de-duplication
+    online_recent_limit: int = Field(50, alias="RECO_ONLINE_RECENT_LIMIT", ge=1, le=1000)
+    online_user_ttl_seconds: int = Field(30 * 86400, alias="RECO_ONLINE_USER_TTL_SECONDS", ge=60)
+    feedback_dedupe_ttl_seconds: int = Field(
+        3 * 86400, alias="RECO_FEEDBACK_DEDUPE_TTL_SECONDS", ge=3600
+    )
+    trending_window_hours: int = Field(48, alias="RECO_TRENDING_WINDOW_HOURS", ge=1, le=24 * 14)
+    trending_half_life_hours: float = Field(6.0, alias="RECO_TRENDING_HALF_LIFE_HOURS", gt=0)
+    trending_read_cache_seconds: float = Field(5.0, alias="RECO_TRENDING_READ_CACHE_SECONDS", ge=0)
+
+    # Serving: business rules, experiments, diversity, resilience (see README "HTTP API")
+    rules: str | None = Field(None, alias="RECO_RULES")  # JSON: per-tenant pinned/boosted items
+    rules_file: Path | None = Field(None, alias="RECO_RULES_FILE")  # the same JSON in a file
+    experiments: str | None = Field(None, alias="RECO_EXPERIMENTS")  # JSON list of experiments
+    diversity_max_share: float = Field(0.5, alias="RECO_DIVERSITY_MAX_SHARE", gt=0, le=1)
+    breaker_failures: int = Field(5, alias="RECO_BREAKER_FAILURES", ge=1)
+    breaker_reset_seconds: float = Field(5.0, alias="RECO_BREAKER_RESET_SECONDS", gt=0)
+    read_retry_attempts: int = Field(2, alias="RECO_READ_RETRY_ATTEMPTS", ge=1, le=5)
+    model_load_wait_seconds: float = Field(10.0, alias="RECO_MODEL_LOAD_WAIT_SECONDS", ge=0)
+    max_threads: int = Field(16, alias="RECO_MAX_THREADS", ge=1, le=256)  # request threads
 
     # Retraining
     retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE")
+    retrain_tenants: str | None = Field(None, alias="RETRAIN_TENANTS")  # comma separated
+    retrain_window_days: int = Field(180, alias="RETRAIN_WINDOW_DAYS", ge=1)
+    retrain_gate_tolerance: float = Field(0.02, alias="RETRAIN_GATE_TOLERANCE", ge=0, lt=1)
+    retrain_tuning_seconds: float = Field(60.0, alias="RETRAIN_TUNING_SECONDS", gt=0)
+    retrain_max_function_rows: int = Field(2_000_000, alias="RETRAIN_MAX_FUNCTION_ROWS", ge=1)
+    retrain_lease_seconds: int = Field(3600, alias="RETRAIN_LEASE_SECONDS", ge=30)
+    fill_chunk_users: int = Field(1000, alias="RECO_FILL_CHUNK_USERS", ge=1)
+    fill_store_concurrency: int = Field(8, alias="RECO_FILL_STORE_CONCURRENCY", ge=1, le=256)
+    databricks_job_id: int | None = Field(None, alias="DATABRICKS_JOB_ID")  # large-data handoff
+    mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
 
     # Telemetry: nothing is sent unless this is set
     appinsights_connection_string: str | None = Field(
@@ -77,6 +112,17 @@ class Settings(BaseSettings):
     @property
     def artifacts_folder(self) -> Path:
         return self.artifacts_dir or self.data_dir / "artifacts"
+
+    @property
+    def retrain_tenant_list(self) -> list[str]:
+        """Tenants the timer retrains; the default tenant alone when none are listed."""
+        names = [t.strip() for t in (self.retrain_tenants or "").split(",") if t.strip()]
+        return names or [self.default_tenant]
+
+    @property
+    def mlflow_uri(self) -> str:
+        """A workspace when MLFLOW_TRACKING_URI is set, else a local file store."""
+        return self.mlflow_tracking_uri or (self.data_dir / "mlruns").resolve().as_uri()
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,6 @@ INFRA = ROOT / "infra"
 # Settings the template deliberately leaves unset: embedded-mode paths and key/connection-string
 # alternatives to managed identity. Each needs a reason.
 NOT_IN_AZURE = {
-    "RECO_DATA_DIR": "embedded mode only (local folder for SQLite and artifacts)",
     "RECO_SQLITE_PATH": "embedded mode only",
     "RECO_ARTIFACTS_DIR": "embedded mode only",
     "RECO_API_KEY": "local API key; in Azure the Functions host checks function keys",
@@ -32,6 +31,7 @@ NOT_IN_AZURE = {
     "COSMOS_VERIFY_TLS": "local Cosmos stand-in only",
     "ARTIFACTS_CONNECTION_STRING": "connection-string alternative to ARTIFACTS_ACCOUNT_URL",
     "EventHubConnection": "connection-string alternative to the namespace + identity",
+    "RECO_RULES_FILE": "local alternative to RECO_RULES (the same JSON in a file)",
 }
 
 

@@ -7,10 +7,20 @@ import logging
 import sys
 from types import ModuleType
 
-from training.commands import retrain, sample_data
+from training.commands import (
+    fill_cache,
+    list_versions,
+    replay_events,
+    report_experiment,
+    retrain,
+    rollback,
+    sample_data,
+)
 from training.interactions import DataError
 
-COMMANDS: list[ModuleType] = [sample_data, retrain]
+COMMANDS: list[ModuleType] = [
+    sample_data, retrain, replay_events, report_experiment, rollback, list_versions, fill_cache,
+]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,8 +1,18 @@
-"""Interactions from the events store: what the timer retrain learns from."""
+"""Interactions from logged feedback: the events store (what the timer retrain learns from) and,
+for large volumes, Event Hubs Capture files (`training/capture.py` feeds the same builder).
+
+Rows are accumulated column by column (no per-row objects kept), timestamps parsed once per
+distinct string, and duplicates (Capture is at-least-once) removed at the end on a 64-bit hash
+of the event id: memory is a few bytes per event beyond the id strings themselves.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
 
 from shared.feedback.process import EVENTS
 from shared.stores.documents import DocumentStore
@@ -12,19 +22,79 @@ from training.interactions import Interactions
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "rating": 1.0}
 
 
-def read_events(store: DocumentStore, tenant: str) -> Interactions | None:
-    users: list[str] = []
-    items: list[str] = []
-    weights: list[float] = []
-    times: list[int] = []
-    for doc in store.scan(EVENTS):
+def _epoch(value: Any) -> int:
+    if isinstance(value, int | float):
+        return int(value)
+    ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return int(ts.timestamp())
+
+
+class InteractionsBuilder:
+    """Collects event documents of one tenant into training rows."""
+
+    def __init__(self, tenant: str, since: datetime | None = None) -> None:
+        self.tenant = tenant
+        self._since = None if since is None else int(since.timestamp())
+        self._users: list[str] = []
+        self._items: list[str] = []
+        self._weights: list[float] = []
+        self._times: list[int] = []
+        self._ids: list[int] = []
+        self._ts_cache: dict[str, int] = {}
+        self.skipped = 0  # documents of this tenant that cannot be used (no id, bad timestamp)
+
+    def add(self, doc: Mapping[str, Any]) -> None:
         kind = doc.get("type")
-        if doc.get("tenant") != tenant or kind not in EVENT_WEIGHTS:
-            continue
-        users.append(str(doc["userId"]))
-        items.append(str(doc["itemId"]))
-        weights.append(float(doc.get("value") or 1.0) if kind == "rating" else EVENT_WEIGHTS[kind])
-        times.append(int(datetime.fromisoformat(str(doc["timestamp"])).timestamp()))
-    if not users:
-        return None
-    return Interactions.from_columns(users, items, weights, times, source=f"events:{tenant}")
+        if kind not in EVENT_WEIGHTS or doc.get("tenant", "default") != self.tenant:
+            return
+        raw_ts = doc.get("timestamp")
+        try:
+            key = str(raw_ts)
+            ts = self._ts_cache.get(key)
+            if ts is None:
+                ts = self._ts_cache[key] = _epoch(raw_ts)
+                if len(self._ts_cache) > 100_000:
+                    self._ts_cache.clear()
+            user, item = str(doc["userId"]), str(doc["itemId"])
+            event_id = str(doc.get("eventId") or doc["id"])
+            weight = float(doc.get("value") or 1.0) if kind == "rating" else EVENT_WEIGHTS[kind]
+        except (KeyError, TypeError, ValueError):
+            self.skipped += 1
+            return
+        if self._since is not None and ts < self._since:
+            return
+        self._users.append(user)
+        self._items.append(item)
+        self._weights.append(weight)
+        self._times.append(ts)
+        self._ids.append(hash(event_id))
+
+    def add_all(self, docs: Iterable[Mapping[str, Any]]) -> InteractionsBuilder:
+        for doc in docs:
+            self.add(doc)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def build(self, source: str) -> Interactions | None:
+        """The interactions, each event id once (first occurrence kept), or None if empty."""
+        if not self._users:
+            return None
+        _, first = np.unique(np.asarray(self._ids, np.int64), return_index=True)
+        keep = np.sort(first)
+        users = np.asarray(self._users, dtype=str)[keep]
+        items = np.asarray(self._items, dtype=str)[keep]
+        weights = np.asarray(self._weights, np.float32)[keep]
+        times = np.asarray(self._times, np.int64)[keep]
+        return Interactions.from_columns(users, items, weights, times, source=source)
+
+
+def read_events(
+    store: DocumentStore, tenant: str, since: datetime | None = None
+) -> Interactions | None:
+    """The tenant's logged feedback (optionally only since a time) as interactions."""
+    builder = InteractionsBuilder(tenant, since).add_all(store.scan(EVENTS))
+    return builder.build(f"events:{tenant}")

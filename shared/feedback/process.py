@@ -1,28 +1,51 @@
-"""What the Event Hub trigger does with a batch: validate each event, store, dead-letter.
+"""What the Event Hub trigger does with a batch: validate, dead-letter, store, update online state.
 
 Events are judged one by one: a bad event goes to the dead-letter container with its raw body
-and the reason, and the rest of the batch goes on. Writes are keyed by event id, so a batch
-delivered twice is applied once.
+and the reason, and the rest of the batch goes on. Every write is idempotent, so the batch can
+be delivered again (Event Hubs is at-least-once, and the trigger retries a failed batch):
+
+1. dead letters are upserted under the hash of the raw body;
+2. events are created under their event id in one store call (one SQLite transaction);
+3. online state (recent items, seen/purchased/disliked, trending) is updated in one pipelined
+   Redis round trip; each event's updates are applied only if its "applied" marker is new.
+
+Step 2 runs before step 3, so a failure anywhere leaves nothing that a re-run would double.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
-from shared.feedback.schema import MAX_EVENT_BYTES, FeedbackEvent
+from shared.feedback.schema import MAX_EVENT_BYTES, EventType, FeedbackEvent
+from shared.ids import ID_RULE
+from shared.online_state import OnlineState, OnlineUpdate
 from shared.stores.documents import DocumentStore
 
 log = logging.getLogger(__name__)
 
 EVENTS = "events"
 DEADLETTERS = "deadletters"
+MAX_DEADLETTER_BODY_CHARS = 64 * 1024  # an oversized body is kept in part: enough to debug
+
+# What each kind of event does online: (into recent items, user set, trending weight).
+# Impressions only matter for attribution (read from the events store), so they skip Redis.
+ONLINE_EFFECTS: dict[EventType, tuple[bool, str | None, float]] = {
+    EventType.VIEW: (True, "seen", 1.0),
+    EventType.CLICK: (True, "seen", 2.0),
+    EventType.ADD_TO_CART: (True, "seen", 3.0),
+    EventType.RATING: (True, "seen", 2.0),
+    EventType.PURCHASE: (True, "purchased", 5.0),
+    EventType.DISLIKE: (False, "disliked", 0.0),
+}
+
+CategoryOf = Callable[[str, str], "str | None"]  # (tenant, item) -> category, when known
 
 
 @dataclass
@@ -30,60 +53,119 @@ class BatchResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[str] = field(default_factory=list)  # one reason per dead-lettered event
+    online_applied: int = 0  # events whose online updates were new (not replays)
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_pattern_mismatch": f"must be {ID_RULE}",
+}
 
 
 def _reason(exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors():
+    for err in exc.errors(include_url=False):
+        kind = err["type"]
+        if kind == "json_invalid":
+            return f"body is not valid JSON: {err['msg'].removeprefix('Invalid JSON: ')}"
+        if kind in ("model_type", "model_attributes_type"):
+            return "body must be a JSON object"
         where = ".".join(str(p) for p in err["loc"]) or "event"
-        parts.append(f"{where}: {err['msg']}")
+        msg = _MESSAGES.get(kind, err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
 
-def parse_event(body: bytes) -> FeedbackEvent | str:
+def parse_event(body: bytes | str) -> FeedbackEvent | str:
     """The event, or a sentence saying why it cannot be accepted."""
-    if len(body) > MAX_EVENT_BYTES:
-        return f"event is {len(body)} bytes, over the {MAX_EVENT_BYTES}-byte limit"
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > MAX_EVENT_BYTES:
+        return f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit"
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"body is not valid JSON: {exc}"
-    if not isinstance(data, dict):
-        return "body must be a JSON object"
-    try:
-        return FeedbackEvent.model_validate(data)
+        return FeedbackEvent.model_validate_json(body)
     except ValidationError as exc:
         return _reason(exc)
 
 
+def dead_letter_document(body: bytes | str, reason: str, now: datetime) -> dict[str, Any]:
+    raw = body.encode() if isinstance(body, str) else body
+    text = raw.decode("utf-8", errors="replace")
+    return {
+        # Same body, same id: a redelivered bad event is recorded once.
+        "id": hashlib.sha256(raw).hexdigest()[:32],
+        "pk": now.strftime("%Y-%m-%d"),
+        "reason": reason,
+        "received": now.isoformat(),
+        "bodyBytes": len(raw),
+        "truncated": len(text) > MAX_DEADLETTER_BODY_CHARS,
+        "body": text[:MAX_DEADLETTER_BODY_CHARS],
+    }
+
+
 def dead_letter(store: DocumentStore, body: bytes, reason: str) -> None:
-    now = datetime.now(UTC)
-    # Same body, same id: a redelivered bad event is recorded once.
-    digest = hashlib.sha256(body).hexdigest()[:32]
-    store.upsert(
-        DEADLETTERS,
-        {
-            "id": digest,
-            "pk": now.strftime("%Y-%m-%d"),
-            "reason": reason,
-            "received": now.isoformat(),
-            "body": body.decode("utf-8", errors="replace"),
-        },
+    store.upsert(DEADLETTERS, dead_letter_document(body, reason, datetime.now(UTC)))
+
+
+def online_update(
+    event: FeedbackEvent, category_of: CategoryOf | None = None
+) -> OnlineUpdate | None:
+    """The online-state change one event makes, or None (impressions)."""
+    effect = ONLINE_EFFECTS.get(event.type)
+    if effect is None:
+        return None
+    recent, user_set, weight = effect
+    category = event.category
+    if category is None and category_of is not None and weight:
+        category = category_of(event.tenant, event.item_id)
+    return OnlineUpdate(
+        tenant=event.tenant,
+        event_id=event.event_id,
+        user_id=event.user_id,
+        item_id=event.item_id,
+        timestamp=event.epoch_seconds,
+        recent=recent,
+        user_set=user_set,
+        trend_weight=weight,
+        category=category,
     )
 
 
-def process_batch(store: DocumentStore, bodies: Sequence[bytes]) -> BatchResult:
+def create_events(store: DocumentStore, docs: list[dict[str, Any]]) -> int:
+    """Creates the documents that are new (by id); returns how many were."""
+    create_many = getattr(store, "create_many", None)
+    if create_many is not None:
+        return int(create_many(EVENTS, docs))
+    return sum(1 for d in docs if store.create(EVENTS, d))
+
+
+def process_batch(
+    store: DocumentStore,
+    bodies: Sequence[bytes | str],
+    online: OnlineState | None = None,
+    category_of: CategoryOf | None = None,
+) -> BatchResult:
+    """Applies one delivered batch; raises only when a backend fails (the batch is retried)."""
     result = BatchResult()
+    events: dict[str, FeedbackEvent] = {}  # by (tenant, id): one batch may repeat an event
+    dead: dict[str, dict[str, Any]] = {}
+    now = datetime.now(UTC)
     for body in bodies:
         parsed = parse_event(body)
         if isinstance(parsed, str):
-            dead_letter(store, body, parsed)
+            doc = dead_letter_document(body, parsed, now)
+            dead[doc["id"]] = doc
             result.rejected.append(parsed)
             continue
-        if store.create(EVENTS, parsed.to_document()):
-            result.accepted += 1
-        else:
-            result.duplicates += 1
-    if result.rejected:
+        events.setdefault(f"{parsed.tenant}|{parsed.event_id}", parsed)
+    if dead:
+        store.upsert_many(DEADLETTERS, list(dead.values()))
         log.warning("dead-lettered %d of %d events", len(result.rejected), len(bodies))
+    if events:
+        created = create_events(store, [e.to_document() for e in events.values()])
+        result.accepted = created
+        result.duplicates = len(bodies) - len(result.rejected) - created
+        if online is not None:
+            updates = [u for e in events.values() if (u := online_update(e, category_of))]
+            result.online_applied = online.apply(updates)
     return result

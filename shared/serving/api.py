@@ -3,20 +3,39 @@
 # inside create_app() from live annotations.
 
 
+import logging
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from shared.ids import ID_PATTERN, ID_RULE
+from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
 from shared.runtime import Runtime, get_runtime
-from shared.serving.recommender import Answer, NoActiveModel
+from shared.serving.recommender import (
+    Answer,
+    NoActiveModel,
+    RankedItem,
+    RegistryUnavailable,
+)
+from shared.serving.recommender import (
+    Query as RecoQuery,
+)
+from shared.stores.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_REQUEST = 1000
+MAX_LIST_PARAMS = 100  # exclude / recent ids per request
+MAX_CATEGORIES = 20
+CATEGORY_MAX_LEN = 128
+JSON = "application/json"
 
 
 class RankedItemOut(BaseModel):
@@ -30,29 +49,46 @@ class RecommendationsOut(BaseModel):
     userId: str
     modelVersion: str
     source: str = Field(description="cache, store, cold_start or degraded")
+    recommendationId: str = Field(description="send it back with impression/click events")
+    experiment: str | None = Field(None, description="the running experiment, if any")
+    variant: str | None = Field(None, description="the user's variant: log it with impressions")
+    items: list[RankedItemOut]
+
+
+class ItemsOut(BaseModel):
+    tenant: str
+    modelVersion: str
+    source: str = Field(description="model, trending, popular, cold_start or degraded")
     recommendationId: str
     items: list[RankedItemOut]
+
+
+class ForgetOut(BaseModel):
+    tenant: str
+    userId: str
+    removed: dict[str, int] = Field(
+        description="recommendations, events, cacheKeys and onlineState entries deleted"
+    )
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    tenant: str
+    backends: dict[str, bool]
+    breakers: dict[str, str]
+    model: dict[str, Any]
+    reasons: list[str]
 
 
 class EventsAccepted(BaseModel):
     accepted: int
 
 
-def _answer_out(a: Answer) -> RecommendationsOut:
-    return RecommendationsOut(
-        tenant=a.tenant,
-        userId=a.user_id,
-        modelVersion=a.model_version,
-        source=a.source,
-        recommendationId=a.recommendation_id,
-        items=[RankedItemOut(itemId=i.item_id, score=i.score, rank=i.rank) for i in a.items],
-    )
-
-
 def _readable(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("path", "query", "body"))
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("path", "query", "body", "header")]
+        where = ".".join(loc)
         msg = str(err.get("msg", "invalid"))
         if "pattern" in msg:
             msg = f"must be {ID_RULE}"
@@ -60,11 +96,67 @@ def _readable(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _ids(name: str, values: list[str] | None, limit: int = MAX_LIST_PARAMS) -> list[str]:
+    """Repeatable id parameters; comma-separated values are accepted too."""
+    out: list[str] = []
+    for value in values or []:
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    if len(out) > limit:
+        raise HTTPException(422, f"{name}: at most {limit} ids")
+    bad = next((v for v in out if not is_valid_id(v)), None)
+    if bad is not None:
+        raise HTTPException(422, f"{name}: '{bad[:40]}' must be {ID_RULE}")
+    return out
+
+
+def _categories(values: list[str] | None) -> tuple[str, ...]:
+    out = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    if len(out) > MAX_CATEGORIES:
+        raise HTTPException(422, f"category: at most {MAX_CATEGORIES} categories")
+    if any(len(c) > CATEGORY_MAX_LEN or not c.isprintable() for c in out):
+        raise HTTPException(422, f"category: at most {CATEGORY_MAX_LEN} printable characters")
+    return tuple(dict.fromkeys(out))
+
+
+def _items(items: list[RankedItem]) -> list[dict[str, Any]]:
+    return [{"itemId": i.item_id, "score": i.score, "rank": i.rank} for i in items]
+
+
 def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """Loads the default tenant's model in the background so the first requests find it."""
+
+        def warm() -> None:
+            try:
+                rt = runtime_factory()
+                rt.recommender.warm(rt.settings.default_tenant)
+            except Exception as exc:  # not ready yet: /api/ready says why
+                log.warning("warm-up failed: %s", exc)
+
+        threading.Thread(target=warm, name="warm-up", daemon=True).start()
+        try:
+            # One BLAS thread per request thread: the feature maths is tiny, and BLAS worker
+            # threads spinning per call made concurrent requests several times slower.
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1)
+        except Exception as exc:
+            log.warning("BLAS thread limit not applied: %s", exc)
+        try:
+            # Fewer request threads than anyio's 40: the work is CPU-bound under the GIL, and
+            # a shorter run queue keeps the tail latency down.
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = runtime_factory().settings.max_threads
+        except Exception as exc:
+            log.warning("thread limit not applied: %s", exc)
+        yield
+
     app = FastAPI(
         title="Recommender API",
         version="1",
         description="Personalised top-k recommendations, served from Redis / Cosmos DB.",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(RequestValidationError)
@@ -73,12 +165,14 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"error": exc.detail})
+        return JSONResponse(status_code=exc.status_code, content={"error": exc.detail},
+                            headers=exc.headers)
 
-    def runtime() -> Runtime:
+    # Dependencies are async: they do no I/O, and sync ones would each cost a thread hop.
+    async def runtime() -> Runtime:
         return runtime_factory()
 
-    def check_key(
+    async def check_key(
         rt: Annotated[Runtime, Depends(runtime)],
         x_api_key: Annotated[str | None, Header()] = None,
     ) -> None:
@@ -87,33 +181,168 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         if expected and not (x_api_key and secrets.compare_digest(x_api_key, expected)):
             raise HTTPException(401, "missing or wrong x-api-key header")
 
-    def tenant_of(
+    async def tenant_of(
         rt: Annotated[Runtime, Depends(runtime)],
         tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
     ) -> str:
         return tenant or x_tenant or rt.settings.default_tenant
 
+    K = Annotated[int, Query(ge=1, le=100, description="how many items (1-100)")]
+    Exclude = Annotated[
+        list[str] | None, Query(description="item ids never to return (repeatable or a,b)")
+    ]
+    Category = Annotated[
+        list[str] | None, Query(description="only items in any of these categories")
+    ]
+    Recent = Annotated[
+        list[str] | None,
+        Query(description="the session's recent item ids, most recent first (re-ranker context)"),
+    ]
+    not_published: dict[int | str, dict[str, Any]] = {
+        404: {"description": "the tenant has no published model"}
+    }
+
+    def _model_errors(exc: Exception) -> HTTPException:
+        if isinstance(exc, NoActiveModel):
+            return HTTPException(404, str(exc))
+        return HTTPException(503, str(exc), headers={"Retry-After": "5"})
+
     @app.get("/api/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/api/ready", response_model=ReadyOut,
+             responses={503: {"description": "not ready; `reasons` says why"}})
+    def ready(rt: Annotated[Runtime, Depends(runtime)]) -> JSONResponse:
+        """Backends reachable and the default tenant's active model loaded (its version, age)."""
+        ok, details = rt.recommender.readiness(rt.settings.default_tenant)
+        return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **details})
 
     @app.get(
         "/api/recommendations/{user_id}",
         response_model=RecommendationsOut,
         dependencies=[Depends(check_key)],
+        responses=not_published,
     )
     def recommendations(
         rt: Annotated[Runtime, Depends(runtime)],
         tenant: Annotated[str, Depends(tenant_of)],
         user_id: Annotated[str, Path(pattern=ID_PATTERN)],
-        k: Annotated[int, Query(ge=1, le=100)] = 10,
-    ) -> RecommendationsOut:
+        k: K = 10,
+        exclude: Exclude = None,
+        category: Category = None,
+        recent: Recent = None,
+    ) -> Response:
+        q = RecoQuery(
+            tenant=tenant, user_id=user_id, k=k,
+            exclude=frozenset(_ids("exclude", exclude)),
+            categories=_categories(category),
+            recent=tuple(_ids("recent", recent, 50)),
+        )
         try:
-            answer = rt.recommender.recommend(tenant, user_id, k)
-        except NoActiveModel as exc:
-            raise HTTPException(404, str(exc)) from None
-        return _answer_out(answer)
+            answer = rt.recommender.recommend(q)
+        except (NoActiveModel, RegistryUnavailable) as exc:
+            raise _model_errors(exc) from None
+        except Exception:
+            log.exception("recommendation failed; answering with the popular list")
+            answer = _last_resort(rt, q)
+        return Response(answer.to_json(), media_type=JSON)
+
+    def _last_resort(rt: Runtime, q: RecoQuery) -> Answer:
+        """The popular list of the loaded version, marked degraded: a valid request never 5xx."""
+        data = rt.recommender.models.current(q.tenant)
+        if data is None:
+            raise HTTPException(503, "no model loaded yet; retry shortly",
+                                headers={"Retry-After": "5"})
+        picked = [i for i in data.popular_ids if i not in q.exclude][: q.k]
+        scores = dict(data.popular)
+        return Answer(q.tenant, q.user_id, data.version, "degraded",
+                      [RankedItem(i, scores[i], n) for n, i in enumerate(picked, start=1)])
+
+    @app.get(
+        "/api/items/{item_id}/similar",
+        response_model=ItemsOut,
+        dependencies=[Depends(check_key)],
+        responses=not_published,
+    )
+    def similar(
+        rt: Annotated[Runtime, Depends(runtime)],
+        tenant: Annotated[str, Depends(tenant_of)],
+        item_id: Annotated[str, Path(pattern=ID_PATTERN)],
+        k: K = 10,
+        exclude: Exclude = None,
+        category: Category = None,
+        user: Annotated[
+            str | None,
+            Query(pattern=ID_PATTERN, description="also drop what this user bought or disliked"),
+        ] = None,
+    ) -> Response:
+        """Item-to-item neighbours from the model; popular items of the same category
+        (source cold_start) when the model has none for this item."""
+        try:
+            out = rt.recommender.similar(
+                tenant, item_id, k, frozenset(_ids("exclude", exclude)), _categories(category),
+                user,
+            )
+        except (NoActiveModel, RegistryUnavailable) as exc:
+            raise _model_errors(exc) from None
+        return Response(out.to_json(), media_type=JSON)
+
+    @app.get("/api/popular", response_model=ItemsOut, dependencies=[Depends(check_key)],
+             responses=not_published)
+    def popular(
+        rt: Annotated[Runtime, Depends(runtime)],
+        tenant: Annotated[str, Depends(tenant_of)],
+        k: K = 10,
+        exclude: Exclude = None,
+        category: Category = None,
+    ) -> Response:
+        try:
+            out = rt.recommender.popular(
+                tenant, k, frozenset(_ids("exclude", exclude)), _categories(category)
+            )
+        except (NoActiveModel, RegistryUnavailable) as exc:
+            raise _model_errors(exc) from None
+        return Response(out.to_json(), media_type=JSON)
+
+    @app.get("/api/trending", response_model=ItemsOut, dependencies=[Depends(check_key)],
+             responses=not_published)
+    def trending(
+        rt: Annotated[Runtime, Depends(runtime)],
+        tenant: Annotated[str, Depends(tenant_of)],
+        k: K = 10,
+        exclude: Exclude = None,
+        category: Category = None,
+    ) -> Response:
+        """Recent-window popularity from the feedback stream; popular items until there is some."""
+        try:
+            out = rt.recommender.trending(
+                tenant, k, frozenset(_ids("exclude", exclude)), _categories(category)
+            )
+        except (NoActiveModel, RegistryUnavailable) as exc:
+            raise _model_errors(exc) from None
+        return Response(out.to_json(), media_type=JSON)
+
+    @app.delete(
+        "/api/users/{user_id}",
+        response_model=ForgetOut,
+        dependencies=[Depends(check_key)],
+        responses={503: {"description": "a backend failed; the message says what was removed"}},
+    )
+    def forget_user(
+        rt: Annotated[Runtime, Depends(runtime)],
+        tenant: Annotated[str, Depends(tenant_of)],
+        user_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    ) -> ForgetOut:
+        """Removes everything stored about the user: candidate lists of every version, events,
+        cache keys and online state. Safe to repeat."""
+        try:
+            removed = rt.recommender.forget_user(tenant, user_id)
+        except BackendError as exc:
+            raise HTTPException(503, f"not everything could be removed: {exc}",
+                                headers={"Retry-After": "5"}) from None
+        return ForgetOut(tenant=tenant, userId=user_id, removed=removed)
 
     @app.post(
         "/api/events",
@@ -125,7 +354,19 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         rt: Annotated[Runtime, Depends(runtime)],
         events: Annotated[list[dict[str, Any]], Body(max_length=MAX_EVENTS_PER_REQUEST)],
     ) -> EventsAccepted:
-        """Events are validated by the processor; bad ones are dead-lettered, not refused."""
-        return EventsAccepted(accepted=rt.sink.send(events))
+        """Events are validated by the processor; bad ones are dead-lettered, not refused.
+
+        Embedded, the sink runs the trigger's own processing function in this request; in
+        Azure it publishes to Event Hubs (batched per user, retried on transient errors).
+        """
+        from shared.stores.errors import BackendError
+        from shared.stores.events import EventTooLarge
+
+        try:
+            return EventsAccepted(accepted=rt.sink.send(events))
+        except EventTooLarge as exc:
+            raise HTTPException(413, f"{exc}; nothing was sent") from None
+        except BackendError as exc:
+            raise HTTPException(503, f"events could not be recorded, retry later: {exc}") from None
 
     return app

@@ -1,35 +1,68 @@
-"""Top-k for one user: cache, then store (written back to the cache), then cold start.
+"""The request path: top k for a user, similar items, popular and trending lists.
 
-A backend that fails does not fail the request: the next source is tried and the answer is
-marked degraded, the last resort being the popular list stored with the model version.
+For a user: one pipelined Redis round trip reads the candidates and the user's online state;
+on a miss, one Cosmos point read (written back to Redis); for an unknown user, a cold-start
+list (content-based from the request context or the user's fresh events, then trending, then
+popular). Then the ONNX re-ranker, filters, business rules and diversity pick the top k.
+
+A backend that fails does not fail the request: breakers stop calling it, the next source is
+used and the answer is marked degraded; the last resort is the popular list loaded with the
+model version.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
 
 from shared.keys import (
     candidates_cache_key,
     candidates_doc_id,
-    decode_candidates,
     encode_candidates,
     user_partition,
 )
 from shared.model_registry import ActiveModels, ModelVersion
+from shared.online_state import OnlineState, UserState
+from shared.serving.experiments import Experiments
+from shared.serving.model_data import ModelCache, VersionData
+from shared.serving.ranking import Scored, Source, rerank, select
+from shared.serving.resilience import BreakerOpen, Breakers, Retry
+from shared.serving.rules import Rules
 from shared.stores.errors import BackendError
 from shared.stores.factory import Backends
 
 log = logging.getLogger(__name__)
 
-Source = Literal["cache", "store", "cold_start", "degraded"]
 RECOMMENDATIONS = "recommendations"
+EVENTS = "events"
+EMPTY_STATE = UserState()
+TRENDING_DEPTH = 500  # trending items read per tenant (features and the trending list)
+FloatArray = npt.NDArray[np.float32]
 
 
 class NoActiveModel(LookupError):
     """The tenant has no published model yet (or the tenant is unknown)."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """This process has never seen the tenant and the store cannot be read to find its model."""
+
+
+@dataclass(frozen=True)
+class Query:
+    tenant: str
+    user_id: str
+    k: int = 10
+    exclude: frozenset[str] = frozenset()
+    categories: tuple[str, ...] = ()
+    recent: tuple[str, ...] = ()  # the app's session context, most recent first
 
 
 @dataclass(frozen=True)
@@ -44,71 +77,471 @@ class Answer:
     tenant: str
     user_id: str
     model_version: str
-    source: Source
+    source: str
+    items: list[RankedItem]
+    recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    experiment: str | None = None
+    variant: str | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "tenant": self.tenant,
+            "userId": self.user_id,
+            "modelVersion": self.model_version,
+            "source": self.source,
+            "recommendationId": self.recommendation_id,
+            "experiment": self.experiment,
+            "variant": self.variant,
+            "items": [{"itemId": i.item_id, "score": i.score, "rank": i.rank}
+                      for i in self.items],
+        })
+
+
+@dataclass(frozen=True)
+class ItemList:
+    """Popular, trending or similar items: not personalised, same item shape."""
+
+    tenant: str
+    model_version: str
+    source: str
     items: list[RankedItem]
     recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "tenant": self.tenant,
+            "modelVersion": self.model_version,
+            "source": self.source,
+            "recommendationId": self.recommendation_id,
+            "items": [{"itemId": i.item_id, "score": i.score, "rank": i.rank}
+                      for i in self.items],
+        })
+
+
+def _ranked(chosen: list[Scored]) -> list[RankedItem]:
+    return [RankedItem(s.item_id, s.score, n) for n, s in enumerate(chosen, start=1)]
+
+
+def _decode(raw: bytes | dict[str, Any]) -> tuple[list[str], FloatArray]:
+    data = raw if isinstance(raw, dict) else orjson.loads(raw)
+    return [str(i) for i in data["items"]], np.asarray(data["scores"], dtype=np.float32)
+
 
 class Recommender:
-    def __init__(self, backends: Backends, active: ActiveModels, cache_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        active: ActiveModels,
+        cache_ttl_seconds: int,
+        online: OnlineState | None = None,
+        *,
+        rules: Rules | None = None,
+        experiments: Experiments | None = None,
+        breakers: Breakers | None = None,
+        diversity: float = 0.5,
+        retry: Retry | None = None,
+        load_wait_seconds: float = 10.0,
+    ) -> None:
         self._b = backends
         self._active = active
         self._ttl = cache_ttl_seconds
+        self.online = online
+        self.rules = rules or Rules()
+        self.experiments = experiments or Experiments()
+        self.breakers = breakers or Breakers.build(5, 5.0)
+        self.diversity = diversity
+        self._retry = retry or Retry()
+        self.models = ModelCache(backends.artifacts, self.breakers.artifacts, load_wait_seconds)
+        self._trend_memo: dict[str, tuple[int, dict[str, float]]] = {}
+        active.use_guard(lambda fn: self.breakers.store.call(fn, self._retry))
+
+    @classmethod
+    def from_settings(cls, settings: Any, backends: Backends, active: ActiveModels,
+                      online: OnlineState | None) -> Recommender:
+        return cls(
+            backends, active, settings.cache_ttl_seconds, online,
+            rules=Rules.from_settings(settings.rules, settings.rules_file),
+            experiments=Experiments.parse(settings.experiments),
+            breakers=Breakers.build(settings.breaker_failures, settings.breaker_reset_seconds),
+            diversity=settings.diversity_max_share,
+            retry=Retry(attempts=settings.read_retry_attempts),
+            load_wait_seconds=settings.model_load_wait_seconds,
+        )
+
+    # -- models ----------------------------------------------------------------------------
 
     def model_for(self, tenant: str) -> ModelVersion:
-        model = self._active.get(tenant)
+        try:
+            model = self._active.get(tenant)
+        except Exception as exc:
+            raise RegistryUnavailable(
+                f"the model registry cannot be read for tenant '{tenant}': {exc}"
+            ) from None
         if model is None:
             raise NoActiveModel(f"no model has been published for tenant '{tenant}'")
         return model
 
-    def recommend(self, tenant: str, user_id: str, k: int) -> Answer:
-        model = self.model_for(tenant)
-        degraded = False
-        source: Source = "cache"
-        found: tuple[list[str], list[float]] | None = None
-        key = candidates_cache_key(tenant, model.version, user_id)
-        try:
-            raw = self._b.cache.get(key)
-            found = None if raw is None else decode_candidates(raw)
-        except BackendError as exc:
-            log.warning("cache unavailable, reading the store: %s", exc)
-            degraded = True
-        if found is None:
-            source = "store"
-            found, store_failed = self._from_store(
-                tenant, model.version, user_id, key, write_back=not degraded
-            )
-            degraded = degraded or store_failed
-        if found is None:
-            source = "cold_start"
-            items = [i for i, _ in model.popular]
-            scores = [s for _, s in model.popular]
-            found = (items, scores)
-        ranked = [
-            RankedItem(item, score, rank)
-            for rank, (item, score) in enumerate(zip(*found, strict=True), start=1)
-        ][:k]
-        return Answer(tenant, user_id, model.version, "degraded" if degraded else source, ranked)
+    def data_for(self, tenant: str) -> VersionData:
+        return self.models.for_model(self.model_for(tenant))
 
-    def _from_store(
-        self, tenant: str, version: str, user_id: str, key: str, write_back: bool
-    ) -> tuple[tuple[list[str], list[float]] | None, bool]:
+    def category_of(self, tenant: str, item_id: str) -> str | None:
+        """The item's first category in the tenant's loaded version (feedback's trending per
+        category uses it); no I/O, None when unknown."""
+        data = self.models.current(tenant)
+        code = None if data is None else data.index.get(item_id)
+        if data is None or code is None:
+            return None
+        cats = data.categories_of(code)
+        return cats[0] if cats else None
+
+    def warm(self, tenant: str) -> None:
+        """Reads the tenant's active version and loads its artifact (start-up, tests)."""
+        try:
+            self.data_for(tenant)
+        except (NoActiveModel, RegistryUnavailable) as exc:
+            log.info("warm-up of tenant %s skipped: %s", tenant, exc)
+        self.models.wait_idle()
+
+    # -- backend reads, each under its breaker ---------------------------------------------
+
+    def _read_user(self, tenant: str, user_id: str, key: str) -> tuple[UserState, bytes | None]:
+        online = self.online
+        if online is None:
+            return EMPTY_STATE, self.breakers.cache.call(lambda: self._b.cache.get(key),
+                                                         self._retry)
+        return self.breakers.cache.call(
+            lambda: online.read_user_with(tenant, user_id, key), self._retry
+        )
+
+    def _user_state(self, tenant: str, user_id: str) -> tuple[UserState, bool]:
+        """The user's online state and whether reading it failed."""
+        if self.online is None:
+            return EMPTY_STATE, False
+        online = self.online
+        try:
+            return self.breakers.cache.call(
+                lambda: online.read_user(tenant, user_id), self._retry
+            ), False
+        except Exception as exc:
+            log.debug("online state unavailable: %s", exc)
+            return EMPTY_STATE, True
+
+    def _from_store(self, tenant: str, version: str, user_id: str, key: str,
+                    write_back: bool) -> tuple[tuple[list[str], FloatArray] | None, bool]:
         """The user's stored candidates (or None) and whether the store failed."""
         try:
-            doc = self._b.store.read(
-                RECOMMENDATIONS,
-                candidates_doc_id(version, user_id),
-                user_partition(tenant, user_id),
+            doc = self.breakers.store.call(
+                lambda: self._b.store.read(
+                    RECOMMENDATIONS, candidates_doc_id(version, user_id),
+                    user_partition(tenant, user_id),
+                ),
+                self._retry,
             )
-        except BackendError as exc:
-            log.warning("store unavailable, answering from cold start: %s", exc)
+        except BreakerOpen:
+            return None, True  # known to be down: logged when the breaker opened
+        except Exception as exc:
+            log.warning("store read failed, answering from cold start: %s", exc)
             return None, True
         if doc is None:
             return None, False
-        items, scores = decode_candidates(doc)
+        items, scores = _decode(doc)
         if write_back:
+            value = encode_candidates(items, [float(s) for s in scores])
             try:
-                self._b.cache.set_many({key: encode_candidates(items, scores)}, self._ttl)
-            except BackendError as exc:
+                self.breakers.cache.call(lambda: self._b.cache.set_many({key: value}, self._ttl))
+            except BreakerOpen:
+                pass
+            except Exception as exc:
                 log.warning("cache write-back failed: %s", exc)
         return (items, scores), False
+
+    def _trending(self, tenant: str, categories: Sequence[str] = (),
+                  n: int = TRENDING_DEPTH) -> tuple[list[tuple[str, float]], bool]:
+        """Trending items (merged over the categories) and whether the read failed."""
+        if self.online is None:
+            return [], False
+        online = self.online
+        try:
+            if not categories:
+                return self.breakers.cache.call(lambda: online.trending(tenant, n)), False
+            merged: dict[str, float] = {}
+            for cat in categories:
+                for item, score in self.breakers.cache.call(
+                    lambda c=cat: online.trending(tenant, n, c)  # type: ignore[misc]
+                ):
+                    merged[item] = max(score, merged.get(item, score))
+            return sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[:n], False
+        except Exception as exc:
+            log.debug("trending unavailable: %s", exc)
+            return [], True
+
+    def _window_pop(self, tenant: str) -> dict[str, float]:
+        """Trending scores as a dict for the re-ranker's window feature (memoised per list)."""
+        rows, _ = self._trending(tenant)
+        if not rows:
+            return {}
+        memo = self._trend_memo.get(tenant)
+        if memo is not None and memo[0] == id(rows):
+            return memo[1]
+        as_dict = dict(rows)
+        self._trend_memo[tenant] = (id(rows), as_dict)
+        return as_dict
+
+    # -- recommendations -------------------------------------------------------------------
+
+    def recommend(self, q: Query) -> Answer:
+        model = self.model_for(q.tenant)
+        data = self.models.for_model(model)
+        assigned = self.experiments.assign(q.tenant, q.user_id)
+        use_reranker, share = True, self.diversity
+        experiment = variant = None
+        if assigned is not None:
+            exp, var = assigned
+            experiment, variant = exp.name, var.name
+            if var.rerank is not None:
+                use_reranker = var.rerank
+            if var.diversity is not None:
+                share = var.diversity
+            if var.model_version and var.model_version != data.version:
+                data = self._variant_data(q.tenant, var.model_version, data)
+
+        key = candidates_cache_key(q.tenant, data.version, q.user_id)
+        degraded = False
+        try:
+            state, raw = self._read_user(q.tenant, q.user_id, key)
+        except (BackendError, BreakerOpen, Exception) as exc:
+            log.debug("cache unavailable, reading the store: %s", exc)
+            state, raw, degraded = EMPTY_STATE, None, True
+        found: tuple[list[str], FloatArray] | None = None
+        source: str = "cache"
+        if raw is not None:
+            try:
+                found = _decode(raw)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("unreadable cache value at %s, reading the store: %s", key, exc)
+        if found is None:
+            source = "store"
+            found, store_failed = self._from_store(
+                q.tenant, data.version, q.user_id, key, write_back=not degraded
+            )
+            degraded = degraded or store_failed
+
+        rules = self.rules.for_tenant(q.tenant)
+        excluded = q.exclude | state.excluded | state.seen | set(q.recent)
+        recent = [*q.recent, *(i for i in state.recent if i not in q.recent)]
+        if found is not None:
+            items, scores = found
+            codes = data.codes(items)
+            personal: list[Source] = [(items, scores, codes)]
+            if use_reranker and data.reranker is not None:
+                # The re-ranker orders the head of the list it was trained on; the tail only
+                # tops up when filters leave fewer than k.
+                w = data.reranker.width
+                head = rerank(data, codes[:w], scores[:w], recent, self._window_pop(q.tenant),
+                              float(len(state.recent)), items[:w])
+                personal = [(items[:w], head, codes[:w]), (items[w:], scores[w:], codes[w:])]
+            # No top-up from popular items: the stored list already leaves out what the user
+            # interacted with in training, popular items outside it mostly are those.
+            chosen = select(data, personal, q.k, excluded, q.categories, rules, share)
+        else:
+            source = "cold_start"
+            sources: list[Source] = []
+            content = self._content_based(data, recent)
+            if content is not None:
+                sources.append(content)
+            trending, failed = self._trending(q.tenant, q.categories)
+            degraded = degraded or failed
+            if trending:
+                sources.append(([i for i, _ in trending],
+                                np.array([s for _, s in trending], np.float32)))
+            sources.append((data.popular_ids, data.popular_scores))
+            chosen = select(data, sources, q.k, excluded, q.categories, rules, share)
+        return Answer(
+            q.tenant, q.user_id, data.version, "degraded" if degraded else source,
+            _ranked(chosen), experiment=experiment, variant=variant,
+        )
+
+    def _variant_data(self, tenant: str, version: str, fallback: VersionData) -> VersionData:
+        loaded = self.models.loaded(tenant, version)
+        if loaded is not None:
+            return loaded
+        model = self._active.version(tenant, version)
+        if model is None:
+            log.warning("experiment variant names version %s, unknown for tenant %s",
+                        version, tenant)
+            return fallback
+        data = self.models.for_model(model, active=False)
+        return data if data.version == version and data.complete else fallback
+
+    def _content_based(self, data: VersionData, context: Sequence[str]
+                       ) -> tuple[list[str], FloatArray] | None:
+        """Items like the ones in the context: artifact neighbours, else same-category popular.
+
+        Scores sit above 1 so that content-based items rank before trending/popular ones.
+        """
+        if not context:
+            return None
+        codes = data.codes(list(context[:20]))
+        codes = codes[codes < data.n_items]
+        if codes.size == 0:
+            return None
+        if data.neighbours is not None and data.neighbour_scores is not None:
+            nb = data.neighbours[codes].ravel()
+            sc = data.neighbour_scores[codes].ravel()
+            valid = nb >= 0
+            if valid.any():
+                uniq, inverse = np.unique(nb[valid], return_inverse=True)
+                sums = np.bincount(inverse, weights=sc[valid]).astype(np.float32)
+                scores = 1.0 + sums / max(float(sums.max()), 1e-9)
+                return [data.item_ids[c] for c in uniq.tolist()], scores.astype(np.float32)
+        cats = sorted({c for code in codes.tolist() for c in data.categories_of(code)})
+        if not cats:
+            return None
+        rows = data.popular_in(cats, 100)
+        if not rows:
+            return None
+        top = max(rows[0][1], 1e-9)
+        return [i for i, _ in rows], np.array([1.0 + s / top for _, s in rows], np.float32)
+
+    # -- non-personalised lists ------------------------------------------------------------
+
+    def similar(self, tenant: str, item_id: str, k: int, exclude: frozenset[str] = frozenset(),
+                categories: Sequence[str] = (), user_id: str | None = None) -> ItemList:
+        data = self.data_for(tenant)
+        state, degraded = (EMPTY_STATE, False) if user_id is None else self._user_state(
+            tenant, user_id
+        )
+        code = data.index.get(item_id)
+        sources: list[Source] = []
+        source = "cold_start"
+        if code is not None and data.neighbours is not None and data.neighbour_scores is not None:
+            row = data.neighbours[code]
+            keep = row >= 0
+            if keep.any():
+                source = "model"
+                sources.append(([data.item_ids[c] for c in row[keep].tolist()],
+                                data.neighbour_scores[code][keep]))
+        own = data.categories_of(code) if code is not None else []
+        same = data.popular_in(own, 200) if own else []
+        if same:
+            sources.append(([i for i, _ in same], np.array([s for _, s in same], np.float32)))
+        sources.append((data.popular_ids, data.popular_scores))
+        excluded = exclude | state.excluded | {item_id}
+        chosen = select(data, sources, k, excluded, categories, self.rules.for_tenant(tenant),
+                        1.0)
+        return ItemList(tenant, data.version, "degraded" if degraded else source,
+                        _ranked(chosen))
+
+    def popular(self, tenant: str, k: int, exclude: frozenset[str] = frozenset(),
+                categories: Sequence[str] = ()) -> ItemList:
+        data = self.data_for(tenant)
+        chosen = select(data, [(data.popular_ids, data.popular_scores)], k, exclude, categories,
+                        self.rules.for_tenant(tenant), 1.0)
+        return ItemList(tenant, data.version, "popular", _ranked(chosen))
+
+    def trending(self, tenant: str, k: int, exclude: frozenset[str] = frozenset(),
+                 categories: Sequence[str] = ()) -> ItemList:
+        data = self.data_for(tenant)
+        rows, failed = self._trending(tenant, categories)
+        sources: list[Source] = []
+        if rows:
+            sources.append(([i for i, _ in rows], np.array([s for _, s in rows], np.float32)))
+        sources.append((data.popular_ids, data.popular_scores))
+        chosen = select(data, sources, k, exclude, categories, self.rules.for_tenant(tenant), 1.0)
+        trending_ids = {i for i, _ in rows}
+        all_trending = bool(chosen) and all(s.item_id in trending_ids for s in chosen)
+        source = "degraded" if failed else ("trending" if all_trending else "popular")
+        return ItemList(tenant, data.version, source, _ranked(chosen))
+
+    # -- privacy ---------------------------------------------------------------------------
+
+    def forget_user(self, tenant: str, user_id: str) -> dict[str, int]:
+        """Deletes the user's candidate documents (every version), events, cache keys and
+        online state; raises BackendError naming what was already removed if a backend fails.
+        """
+        removed = {"recommendations": 0, "events": 0, "cacheKeys": 0, "onlineState": 0}
+        pk = user_partition(tenant, user_id)
+        store, cache = self.breakers.store, self.breakers.cache
+        def query(container: str) -> list[dict[str, Any]]:
+            return store.call(lambda: self._b.store.query_partition(container, pk), self._retry)
+
+        def delete(container: str, doc_id: str) -> bool:
+            return store.call(lambda: self._b.store.delete(container, doc_id, pk))
+
+        try:
+            versions: set[str] = set()
+            for container in (RECOMMENDATIONS, EVENTS):
+                for doc in query(container):
+                    if container == RECOMMENDATIONS:
+                        versions.add(str(doc["id"]).split("|", 1)[0])
+                    if delete(container, str(doc["id"])):
+                        removed[container] += 1
+            versions |= self._known_versions(tenant)
+            keys = [candidates_cache_key(tenant, v, user_id) for v in sorted(versions)]
+            removed["cacheKeys"] = int(cache.call(lambda: self._b.cache.delete(keys)))
+            if self.online is not None:
+                online = self.online
+                removed["onlineState"] = int(
+                    cache.call(lambda: online.forget_user(tenant, user_id))
+                )
+        except Exception as exc:
+            done = ", ".join(f"{n} {what}" for what, n in removed.items())
+            raise BackendError(f"{exc}; removed so far: {done}; retry the request") from None
+        return removed
+
+    def _known_versions(self, tenant: str) -> set[str]:
+        versions = set()
+        model = self._active.known(tenant)
+        if model is not None:
+            versions.add(model.version)
+            previous = model.manifest.get("previous")
+            if isinstance(previous, str):
+                versions.add(previous)
+        current = self.models.current(tenant)
+        if current is not None:
+            versions.add(current.version)
+        return versions
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def readiness(self, tenant: str) -> tuple[bool, dict[str, Any]]:
+        """Backends reachable and the tenant's active model loaded; reasons when not."""
+        reasons: list[str] = []
+        backends = {
+            "cache": self._b.cache.ping(),
+            "store": self._b.store.ping(),
+            "artifacts": self._b.artifacts.ping(),
+        }
+        if self.online is not None:
+            backends["onlineState"] = self.online.ping()
+        reasons += [f"{name} is not reachable" for name, ok in backends.items() if not ok]
+        model: dict[str, Any] = {}
+        active = self._active.known(tenant)
+        if active is None:
+            try:
+                active = self._active.get(tenant)
+            except Exception as exc:
+                reasons.append(f"the active model of tenant '{tenant}' cannot be read: {exc}")
+        if active is None:
+            reasons.append(f"tenant '{tenant}' has no active model")
+        else:
+            loaded = self.models.loaded(tenant, active.version)
+            if loaded is None:
+                self.models.for_model(active)  # starts the load if nothing else did
+                reasons.append(f"active version {active.version} is not loaded yet")
+            model = {
+                "activeVersion": active.version,
+                "ageSeconds": round(active.age_seconds, 1),
+                "loaded": loaded is not None,
+                "reranker": bool(loaded and loaded.reranker is not None),
+            }
+            current = self.models.current(tenant)
+            if current is not None:
+                model["servingVersion"] = current.version
+        return not reasons, {
+            "tenant": tenant,
+            "backends": backends,
+            "breakers": self.breakers.states(),
+            "model": model,
+            "reasons": reasons,
+        }

@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,6 +113,23 @@ class SqliteStore:
                 (pk, item_id, json.dumps(doc)),
             )
         return cur.rowcount == 1
+
+    def create_many(self, container: str, docs: Iterable[Document]) -> int:
+        """Creates the documents whose id is new, in one transaction; returns how many."""
+        rows = [(*reversed(_check(d)), json.dumps(d)) for d in docs]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.executemany(
+                    f"INSERT OR IGNORE INTO {self._table(container)} (pk, id, body) "
+                    "VALUES (?,?,?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(cur.rowcount)
 
     def delete(self, container: str, item_id: str, partition_key: str) -> bool:
         with self._lock:
@@ -222,6 +240,14 @@ class CosmosStore:
             return False
         except Exception as exc:
             raise BackendError(f"cosmos create failed: {exc}") from exc
+
+    def create_many(self, container: str, docs: Iterable[Document]) -> int:
+        """Creates the documents whose id is new, a few requests in flight; returns how many."""
+        batch = list(docs)
+        if len(batch) <= 1:
+            return sum(1 for d in batch if self.create(container, d))
+        with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
+            return sum(pool.map(lambda d: self.create(container, d), batch))
 
     def delete(self, container: str, item_id: str, partition_key: str) -> bool:
         from azure.cosmos import exceptions

@@ -7,11 +7,16 @@ processing function the trigger uses.
 from __future__ import annotations
 
 import json
+import logging
+import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from shared.stores.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 RawEvent = Mapping[str, Any]
 
@@ -22,6 +27,20 @@ class EventSink(Protocol):
     def send(self, events: Sequence[RawEvent]) -> int: ...
 
 
+class EventTooLarge(ValueError):
+    """One event does not fit in an Event Hubs batch on its own: it can never be sent."""
+
+
+def encode(event: RawEvent) -> bytes:
+    """The wire form of one event: compact JSON, as the trigger will read it."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def partition_key(event: RawEvent) -> str:
+    """Events of one user share a partition, so the trigger sees them in order."""
+    return f"{event.get('tenant', 'default')}|{event.get('userId', '')}"
+
+
 class DirectSink:
     """Hands the events to the processing function in this process."""
 
@@ -29,46 +48,112 @@ class DirectSink:
 
     def __init__(self, handler: Callable[[list[bytes]], Any]) -> None:
         self._handler = handler
+        self.last_result: Any = None  # what the handler returned (a BatchResult)
 
     def send(self, events: Sequence[RawEvent]) -> int:
-        self._handler([json.dumps(e).encode() for e in events])
+        self.last_result = self._handler([encode(e) for e in events])
         return len(events)
 
 
+def _is_transient(exc: Exception) -> bool:
+    """Connection drops, timeouts and a busy service pass; bad credentials or data do not."""
+    from azure.eventhub.exceptions import (
+        AuthenticationError,
+        ClientClosedError,
+        ConnectError,
+        ConnectionLostError,
+        EventDataSendError,
+        OperationTimeoutError,
+    )
+
+    if isinstance(exc, AuthenticationError | ClientClosedError):
+        return False
+    return isinstance(
+        exc, ConnectionLostError | OperationTimeoutError | ConnectError | EventDataSendError
+    )
+
+
 class EventHubSink:
-    """Event Hubs producer: one batch per partition key (the user), never over the size limit."""
+    """Event Hubs producer: one batch per partition key (tenant|user), never over the size
+    limit, each send retried with exponential backoff and jitter on transient errors.
+
+    A retried send may deliver a batch twice; the trigger applies an event id once, so that is
+    harmless, while giving up would lose feedback.
+    """
 
     name = "eventhubs"
 
-    def __init__(self, producer: Any) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        max_retries: int = 5,
+        backoff_seconds: float = 0.2,
+        max_backoff_seconds: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._producer = producer
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._max_backoff = max_backoff_seconds
+        self._sleep = sleep
+        self.retries = 0  # transient failures overcome, for logs and tests
 
-    def send(self, events: Sequence[RawEvent]) -> int:
-        from azure.eventhub import EventData
+    def _send_with_retry(self, batch: Any) -> None:
         from azure.eventhub.exceptions import EventHubError
 
-        by_key: dict[str, list[RawEvent]] = defaultdict(list)
+        for attempt in range(self._max_retries + 1):
+            try:
+                self._producer.send_batch(batch)
+                return
+            except EventHubError as exc:
+                if not _is_transient(exc) or attempt == self._max_retries:
+                    raise
+                delay = min(self._max_backoff, self._backoff * 2**attempt)
+                delay *= 0.5 + random.random() / 2  # jitter: producers do not retry in step
+                self.retries += 1
+                log.warning("event hubs send failed (%s); retry %d in %.2fs",
+                            type(exc).__name__, attempt + 1, delay)
+                self._sleep(delay)
+
+    def _batches(self, key: str, bodies: list[bytes]) -> list[Any]:
+        """The events of one partition key packed into as few batches as the limit allows."""
+        from azure.eventhub import EventData
+
+        batches = [self._producer.create_batch(partition_key=key)]
+        for body in bodies:
+            data = EventData(body)
+            try:
+                batches[-1].add(data)
+            except ValueError:  # batch full: start the next one
+                if len(batches[-1]) == 0:
+                    raise EventTooLarge(
+                        f"an event of {len(body)} bytes is larger than the Event Hubs batch "
+                        f"limit of {batches[-1].max_size_in_bytes} bytes"
+                    ) from None
+                batches.append(self._producer.create_batch(partition_key=key))
+                try:
+                    batches[-1].add(data)
+                except ValueError:
+                    raise EventTooLarge(
+                        f"an event of {len(body)} bytes is larger than the Event Hubs batch "
+                        f"limit of {batches[-1].max_size_in_bytes} bytes"
+                    ) from None
+        return [b for b in batches if len(b)]
+
+    def send(self, events: Sequence[RawEvent]) -> int:
+        """Sends every event or raises; an event too large for any batch fails the call
+        before anything is sent."""
+        from azure.eventhub.exceptions import EventHubError
+
+        by_key: dict[str, list[bytes]] = defaultdict(list)
         for e in events:
-            by_key[f"{e.get('tenant', '')}|{e.get('userId', '')}"].append(e)
+            by_key[partition_key(e)].append(encode(e))
+        planned = [(key, self._batches(key, bodies)) for key, bodies in by_key.items()]
         sent = 0
         try:
-            for key, group in by_key.items():
-                batch = self._producer.create_batch(partition_key=key)
-                for e in group:
-                    data = EventData(json.dumps(e))
-                    try:
-                        batch.add(data)
-                    except ValueError as full:  # batch full: send it and start the next
-                        if len(batch) == 0:
-                            raise ValueError(
-                                "one event is larger than the batch size limit"
-                            ) from full
-                        self._producer.send_batch(batch)
-                        sent += len(batch)
-                        batch = self._producer.create_batch(partition_key=key)
-                        batch.add(data)
-                if len(batch):
-                    self._producer.send_batch(batch)
+            for _, batches in planned:
+                for batch in batches:
+                    self._send_with_retry(batch)
                     sent += len(batch)
         except EventHubError as exc:
             raise BackendError(f"event hubs send failed after {sent} events: {exc}") from exc

@@ -1,0 +1,121 @@
+"""A named lease in the `models` container, so two retrain runs for a tenant never overlap.
+
+Built only on insert-once `create()`, which both SQLite and Cosmos DB make atomic:
+- a free lease is taken by creating its document;
+- an expired lease is taken over by first creating a takeover marker named after the expired
+  holder's token: only one contender can create it, so only one takes the lease over.
+
+The lease lasts `ttl_seconds` (longer than the longest run: the Functions timeout or the
+Databricks job timeout); a crashed holder blocks new runs until then, never longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.stores.documents import DocumentStore
+
+log = logging.getLogger(__name__)
+
+LEASES = "models"  # small control documents live beside the version documents
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    partition: str
+    token: str
+    holder: str
+    expires: str
+
+
+class LeaseHeld(RuntimeError):
+    """Someone else holds the lease; the message names the holder and when it expires."""
+
+
+def _doc_id(name: str) -> str:
+    return f"lease|{name}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{secrets.token_hex(3)}"
+
+
+def try_acquire(
+    store: DocumentStore, name: str, partition: str, ttl_seconds: int, holder: str | None = None
+) -> Lease | None:
+    """The lease if it was free or expired, else None (never waits)."""
+    now = _now()
+    lease = Lease(
+        name=name,
+        partition=partition,
+        token=secrets.token_hex(16),
+        holder=holder or _holder(),
+        expires=(now + timedelta(seconds=ttl_seconds)).isoformat(),
+    )
+    doc = {
+        "id": _doc_id(name), "pk": partition, "kind": "lease", "token": lease.token,
+        "holder": lease.holder, "acquired": now.isoformat(), "expires": lease.expires,
+    }
+    if store.create(LEASES, doc):
+        return lease
+    current = store.read(LEASES, _doc_id(name), partition)
+    if current is None:  # released between our create and read: try once more
+        return lease if store.create(LEASES, doc) else None
+    if datetime.fromisoformat(str(current["expires"])) > now:
+        return None
+    # Expired: exactly one contender creates the takeover marker for this expired token.
+    marker = {
+        "id": f"{_doc_id(name)}|takeover|{current['token']}", "pk": partition,
+        "kind": "lease-takeover", "by": lease.holder, "at": now.isoformat(),
+    }
+    if not store.create(LEASES, marker):
+        return None
+    log.warning("lease %s/%s expired (held by %s); taken over by %s",
+                partition, name, current.get("holder"), lease.holder)
+    store.upsert(LEASES, doc)
+    store.delete(LEASES, marker["id"], partition)
+    return lease
+
+
+def holder_of(store: DocumentStore, name: str, partition: str) -> dict[str, str] | None:
+    """Who holds the lease and until when, or None when it is free or expired."""
+    current = store.read(LEASES, _doc_id(name), partition)
+    if current is None or datetime.fromisoformat(str(current["expires"])) <= _now():
+        return None
+    return {"holder": str(current["holder"]), "expires": str(current["expires"])}
+
+
+def release(store: DocumentStore, lease: Lease) -> bool:
+    """Deletes the lease document if it is still ours."""
+    current = store.read(LEASES, _doc_id(lease.name), lease.partition)
+    if current is None or current.get("token") != lease.token:
+        return False
+    return store.delete(LEASES, _doc_id(lease.name), lease.partition)
+
+
+@contextmanager
+def held(store: DocumentStore, name: str, partition: str, ttl_seconds: int) -> Iterator[Lease]:
+    """Runs the block under the lease or raises LeaseHeld without running it."""
+    lease = try_acquire(store, name, partition, ttl_seconds)
+    if lease is None:
+        who = holder_of(store, name, partition)
+        detail = f"held by {who['holder']} until {who['expires']}" if who else "just taken"
+        raise LeaseHeld(f"lease '{name}' for '{partition}' is {detail}")
+    try:
+        yield lease
+    finally:
+        try:
+            release(store, lease)
+        except Exception as exc:  # the lease expires by itself; never mask the block's error
+            log.warning("could not release lease %s/%s: %s", partition, name, exc)

@@ -1,0 +1,79 @@
+"""Per-tenant business rules from configuration: pinned, boosted and blocked items.
+
+`RECO_RULES` (JSON text) or `RECO_RULES_FILE` (a JSON file), keyed by tenant, `"*"` for
+tenants without their own entry:
+
+    {"default": {"pinned": [{"itemId": "promo1", "position": 1}],
+                 "boost": {"i42": 1.5}, "boostCategories": {"sale": 1.2},
+                 "blocked": ["recalled-item"]}}
+
+Pinned items still obey the user's exclusions and the request's filters: a pin never shows a
+purchased, disliked, excluded or blocked item.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Pin(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    item_id: str = Field(alias="itemId", min_length=1)
+    position: int = Field(1, ge=1, le=100)
+
+
+class TenantRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    pinned: list[Pin] = Field(default_factory=list)
+    boost: dict[str, float] = Field(default_factory=dict)  # item -> score factor (> 0)
+    boost_categories: dict[str, float] = Field(default_factory=dict, alias="boostCategories")
+    blocked: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.pinned or self.boost or self.boost_categories or self.blocked)
+
+
+NO_RULES = TenantRules()
+
+
+class Rules:
+    """Rules by tenant; looked up on every request, so the lookup is one dict get."""
+
+    def __init__(self, by_tenant: dict[str, TenantRules] | None = None) -> None:
+        self._by_tenant = by_tenant or {}
+        self._default = self._by_tenant.get("*", NO_RULES)
+
+    def for_tenant(self, tenant: str) -> TenantRules:
+        return self._by_tenant.get(tenant, self._default)
+
+    @classmethod
+    def parse(cls, text: str | None, where: str = "RECO_RULES") -> Rules:
+        if not text or not text.strip():
+            return cls()
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be a JSON object keyed by tenant")
+        try:
+            parsed = {str(t): TenantRules.model_validate(r) for t, r in raw.items()}
+        except ValidationError as exc:
+            raise ValueError(f"{where} is invalid: {exc}") from None
+        for tenant, rules in parsed.items():
+            bad = [f for f in [*rules.boost.values(), *rules.boost_categories.values()] if f <= 0]
+            if bad:
+                raise ValueError(f"{where}: boost factors of tenant '{tenant}' must be > 0")
+        return cls(parsed)
+
+    @classmethod
+    def from_settings(cls, text: str | None, file: Path | None) -> Rules:
+        if file is not None:
+            return cls.parse(file.read_text(), str(file))
+        return cls.parse(text)

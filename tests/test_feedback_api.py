@@ -1,0 +1,114 @@
+"""`POST /api/events` and what it changes for the next request, over the HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from shared.runtime import Runtime
+from shared.stores.events import EventHubSink
+from shared.stores.factory import build_backends
+from tests.conftest import azure_settings, embedded_settings
+from tests.helpers import client_for, runtime_on, tiny_interactions
+from tests.test_producer import FakeProducer, transient
+from training.retrain import train_and_publish
+
+
+@pytest.fixture(params=["embedded", "azure"])
+def published(request: pytest.FixtureRequest, tmp_path: Path) -> Runtime:
+    if request.param == "embedded":
+        settings = embedded_settings(tmp_path)
+    else:
+        client: redis.Redis = request.getfixturevalue("redis_client")
+        port = int(client.connection_pool.connection_kwargs["port"])
+        settings = azure_settings(port, request.getfixturevalue("cosmos_endpoint"),
+                                  request.getfixturevalue("azurite_connection"))
+    runtime = runtime_on(settings, build_backends(settings))
+    train_and_publish(runtime, tiny_interactions(), "default")
+    return runtime
+
+
+def _event(user: str, item: str, kind: str, **extra: Any) -> dict[str, Any]:
+    return {"eventId": uuid.uuid4().hex, "userId": user, "itemId": item, "type": kind,
+            "timestamp": datetime.now(UTC).isoformat(), **extra}
+
+
+def _items(runtime: Runtime, user: str, k: int = 3) -> list[str]:
+    body = client_for(runtime).get(f"/api/recommendations/{user}?k={k}").json()
+    return [i["itemId"] for i in body["items"]]
+
+
+def test_a_purchased_item_is_not_recommended_to_that_user_again(published: Runtime) -> None:
+    before = _items(published, "u1")
+    assert before[0] == "c"  # u1 has a and b: c is the top candidate
+    response = client_for(published).post(
+        "/api/events", json=[_event("u1", "c", "purchase"), _event("u1", "d", "dislike")]
+    )
+    assert response.status_code == 202 and response.json() == {"accepted": 2}
+    after = _items(published, "u1")
+    assert "c" not in after and "d" not in after
+    assert "c" in _items(published, "u2") or "c" in _items(published, "u3")  # others unaffected
+
+
+def test_events_are_logged_and_bad_ones_dead_lettered_not_refused(published: Runtime) -> None:
+    good = _event("u9", "a", "click")
+    bad = {"eventId": "x1", "userId": "u9", "type": "teleport"}
+    response = client_for(published).post("/api/events", json=[good, bad])
+    assert response.status_code == 202
+    store = published.backends.store
+    assert [d["id"] for d in store.scan("events")] == [good["eventId"]]
+    (dead,) = list(store.scan("deadletters"))
+    assert "type" in dead["reason"] and "itemId: is required" in dead["reason"]
+    assert published.online.read_user("default", "u9").recent == ["a"]
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({"eventId": "e1"}, "list"),
+    ([1, 2], "dictionary"),
+    ([{}] * 1001, "1000"),
+])
+def test_a_body_that_is_not_an_array_of_objects_is_a_readable_422(
+    tmp_path: Path, payload: Any, fragment: str,
+) -> None:
+    settings = embedded_settings(tmp_path)
+    runtime = runtime_on(settings, build_backends(settings))
+    response = client_for(runtime).post("/api/events", json=payload)
+    assert response.status_code == 422
+    assert fragment in response.json()["error"]
+
+
+def _with_event_hubs(tmp_path: Path, producer: FakeProducer) -> Runtime:
+    settings = embedded_settings(tmp_path)
+    runtime = runtime_on(settings, build_backends(settings))
+    runtime.sink = EventHubSink(producer, max_retries=2, sleep=lambda _: None)
+    return runtime
+
+
+def test_events_go_to_event_hubs_when_it_is_configured(tmp_path: Path) -> None:
+    producer = FakeProducer()
+    runtime = _with_event_hubs(tmp_path, producer)
+    events = [_event("u1", "a", "view"), _event("u2", "b", "view"), _event("u1", "c", "view")]
+    response = client_for(runtime).post("/api/events", json=events)
+    assert response.status_code == 202 and response.json() == {"accepted": 3}
+    assert sorted((key, len(b)) for key, b in producer.sent_keys()) == [
+        ("default|u1", 2), ("default|u2", 1),
+    ]
+    assert list(runtime.backends.store.scan("events")) == []  # the trigger will store them
+
+
+def test_an_event_hubs_outage_is_a_503_and_an_oversized_event_a_413(tmp_path: Path) -> None:
+    down = _with_event_hubs(tmp_path / "a", FakeProducer(failures=[transient()] * 5))
+    response = client_for(down).post("/api/events", json=[_event("u1", "a", "view")])
+    assert response.status_code == 503 and "retry later" in response.json()["error"]
+
+    small = _with_event_hubs(tmp_path / "b", FakeProducer(max_size_in_bytes=400))
+    response = client_for(small).post(
+        "/api/events", json=[_event("u1", "a", "view", context={"pad": "x" * 500})]
+    )
+    assert response.status_code == 413
+    assert "larger than the Event Hubs batch limit" in response.json()["error"]

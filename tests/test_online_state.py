@@ -1,0 +1,163 @@
+"""The online-state contract, on a real redis-server and in process memory alike."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from shared.online_state import (
+    HOUR,
+    MemoryOnlineState,
+    OnlineConfig,
+    OnlineState,
+    OnlineUpdate,
+    RedisOnlineState,
+    build_online_state,
+)
+from shared.stores.cache import LruCache, RedisCache
+from shared.stores.errors import BackendError
+
+CONFIG = OnlineConfig(recent_limit=3, trending_read_cache_seconds=0)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def online(request: pytest.FixtureRequest) -> OnlineState:
+    if request.param == "memory":
+        return MemoryOnlineState(LruCache(), CONFIG)
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    return RedisOnlineState(client, CONFIG)
+
+
+def _u(event_id: str, item: str, user: str = "u1", tenant: str = "t1", *, ago: float = 0,
+       kind: str = "click", category: str | None = None) -> OnlineUpdate:
+    effects = {"click": (True, "seen", 2.0), "purchase": (True, "purchased", 5.0),
+               "dislike": (False, "disliked", 0.0)}
+    recent, user_set, weight = effects[kind]
+    return OnlineUpdate(tenant, event_id, user, item, time.time() - ago, recent, user_set,
+                        weight, category)
+
+
+def test_user_state_records_recent_items_bounded_and_the_sets(online: OnlineState) -> None:
+    online.apply([
+        _u("e1", "a", ago=50), _u("e2", "b", ago=40), _u("e3", "c", ago=30),
+        _u("e4", "d", ago=20, kind="purchase"), _u("e5", "x", kind="dislike"),
+    ])
+    state = online.read_user("t1", "u1")
+    assert state.recent == ["d", "c", "b"]  # most recent first, oldest trimmed at the limit
+    assert state.seen == {"a", "b", "c"}
+    assert state.purchased == {"d"}
+    assert state.disliked == {"x"}
+    assert state.excluded == {"d", "x"}
+    assert online.read_user("t2", "u1").recent == []  # tenants do not share state
+
+
+def test_each_event_id_is_applied_once(online: OnlineState) -> None:
+    batch = [_u("e1", "a"), _u("e2", "a", user="u2"), _u("e3", "b", kind="purchase")]
+    assert online.apply(batch) == 3
+    before = (online.read_user("t1", "u1"), online.trending("t1", 10))
+    assert online.apply(batch) == 0
+    assert online.apply([*batch, _u("e4", "c")]) == 1
+    assert online.read_user("t1", "u1").recent[1:] == before[0].recent
+    assert dict(online.trending("t1", 10)) == {**dict(before[1]), "c": 2.0}
+
+
+def test_trending_decays_with_age_and_is_kept_per_category(online: OnlineState) -> None:
+    online.apply([
+        _u("e1", "old", ago=12 * HOUR + 60, kind="purchase", category="shoes"),
+        _u("e2", "new", ago=0, kind="click", category="hats"),
+        _u("e3", "ancient", ago=49 * HOUR, kind="purchase"),  # outside the 48 h window
+    ])
+    top = dict(online.trending("t1", 10))
+    assert top["new"] == pytest.approx(2.0)
+    # 12 (or 13) hours old, half-life 6 h: 5 * 0.25 (or 0.21)
+    assert 5 * 0.5 ** (13 / 6) <= top["old"] <= 5 * 0.5 ** (12 / 6) + 1e-9
+    assert "ancient" not in top
+    assert [i for i, _ in online.trending("t1", 10, category="shoes")] == ["old"]
+    assert [i for i, _ in online.trending("t1", 1)] == ["new"]
+
+
+def test_read_user_with_returns_the_cached_candidates_too() -> None:
+    lru = LruCache()
+    lru.set_many({"reco:t1:v1:u:u1": b"candidates"})
+    state = MemoryOnlineState(lru, CONFIG)
+    state.apply([_u("e1", "a", kind="purchase")])
+    user, extra = state.read_user_with("t1", "u1", "reco:t1:v1:u:u1")
+    assert (user.purchased, extra) == ({"a"}, b"candidates")
+    assert state.read_user_with("t1", "u1", "missing")[1] is None
+
+
+def test_redis_read_user_with_is_one_round_trip_over_the_cache_client(
+    redis_client: redis.Redis,
+) -> None:
+    cache = RedisCache(redis_client)
+    cache.set_many({"reco:t1:v1:u:u1": b"candidates"})
+    online = build_online_state(cache, CONFIG)
+    assert isinstance(online, RedisOnlineState) and online.client is redis_client
+    online.apply([_u("e1", "a", kind="purchase")])
+    calls: list[int] = []
+    original = redis_client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    redis_client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        user, extra = online.read_user_with("t1", "u1", "reco:t1:v1:u:u1")
+    finally:
+        del redis_client.pipeline
+    assert (user.purchased, extra, len(calls)) == ({"a"}, b"candidates", 1)
+
+
+def test_all_keys_of_a_tenant_live_in_one_cluster_slot(redis_client: redis.Redis) -> None:
+    online = RedisOnlineState(redis_client, CONFIG)
+    online.apply([_u(f"e{i}", f"i{i}", user=f"u{i % 3}", category="c1", kind=k)
+                  for i, k in enumerate(["click", "purchase", "dislike"] * 3)])
+    online.trending("t1", 5)
+    keys = [k.decode() for k in redis_client.scan_iter("os:*")]
+    assert len(keys) > 10
+    assert {key_slot(k.encode()) for k in keys} == {key_slot(b"{t:t1}")}
+
+
+def test_applies_again_after_the_server_forgets_the_script(redis_client: redis.Redis) -> None:
+    online = RedisOnlineState(redis_client, CONFIG)
+    online.apply([_u("e1", "a")])
+    redis_client.script_flush()
+    assert online.apply([_u("e2", "b"), _u("e3", "c", tenant="t2")]) == 2
+    assert online.read_user("t1", "u1").recent == ["b", "a"]
+
+
+def test_marker_and_user_keys_expire(redis_client: redis.Redis) -> None:
+    online = RedisOnlineState(redis_client, CONFIG)
+    online.apply([_u("e1", "a", category="c1")])
+    for key in redis_client.scan_iter("os:*"):
+        assert 0 < redis_client.ttl(key) <= CONFIG.user_ttl_seconds, key
+
+
+def test_forget_user_removes_their_state(online: OnlineState) -> None:
+    online.apply([_u("e1", "a"), _u("e2", "b", kind="purchase"), _u("e3", "c", user="u2")])
+    assert online.forget_user("t1", "u1") == 3  # recent, seen, purchased
+    assert online.read_user("t1", "u1").recent == []
+    assert online.read_user("t1", "u2").recent == ["c"]
+    assert online.forget_user("t1", "u1") == 0
+
+
+def test_an_unreachable_redis_raises_backend_error_and_pings_false() -> None:
+    client = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    online = RedisOnlineState(client, CONFIG)
+    assert online.ping() is False
+    with pytest.raises(BackendError):
+        online.apply([_u("e1", "a")])
+    with pytest.raises(BackendError):
+        online.read_user("t1", "u1")
+
+
+def test_dedupe_ttl_must_cover_the_trending_window() -> None:
+    with pytest.raises(ValueError, match="trending window"):
+        OnlineConfig(dedupe_ttl_seconds=HOUR, trending_window_hours=48)

@@ -1,0 +1,145 @@
+"""The Event Hubs producer: real `EventDataBatch` objects behind a fake producer client whose
+create_batch/send_batch we control (sending needs a namespace; batching does not)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from azure.eventhub import EventData, EventDataBatch
+from azure.eventhub.exceptions import (
+    AuthenticationError,
+    ConnectionLostError,
+    EventHubError,
+    OperationTimeoutError,
+)
+
+from shared.stores.errors import BackendError
+from shared.stores.events import DirectSink, EventHubSink, EventTooLarge
+
+
+def transient() -> EventHubError:
+    return ConnectionLostError("link detached")
+
+
+class FakeProducer:
+    """Real batches; send_batch raises the queued failures first, then records."""
+
+    def __init__(self, max_size_in_bytes: int = 1024 * 1024,
+                 failures: list[Exception] | None = None) -> None:
+        self.max_size = max_size_in_bytes
+        self.failures = list(failures or [])
+        self.sent: list[EventDataBatch] = []
+        self.attempts = 0
+
+    def create_batch(self, partition_key: str | None = None, **_: Any) -> EventDataBatch:
+        return EventDataBatch(max_size_in_bytes=self.max_size, partition_key=partition_key)
+
+    def send_batch(self, batch: EventDataBatch, **_: Any) -> None:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(batch)
+
+    def sent_keys(self) -> list[tuple[str, EventDataBatch]]:
+        return [(_key(b), b) for b in self.sent]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        out = []
+        for batch in self.sent:
+            for e in batch._internal_events:
+                assert isinstance(e, EventData)
+                out.append(json.loads(e.body_as_str()))
+        return out
+
+
+def _key(batch: EventDataBatch) -> str:
+    key = batch._partition_key
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def _events(n: int, users: int = 3, pad: int = 0) -> list[dict[str, Any]]:
+    return [{"eventId": f"e{i}", "tenant": "t", "userId": f"u{i % users}", "itemId": f"i{i}",
+             "type": "view", "timestamp": "2025-01-01T00:00:00Z", "context": {"pad": "x" * pad}}
+            for i in range(n)]
+
+
+def _sink(producer: FakeProducer, retries: int = 3) -> tuple[EventHubSink, list[float]]:
+    sleeps: list[float] = []
+    return EventHubSink(producer, max_retries=retries, sleep=sleeps.append), sleeps
+
+
+def test_events_are_batched_by_user_and_keep_their_order() -> None:
+    producer = FakeProducer()
+    sink, _ = _sink(producer)
+    events = _events(30, users=3)
+    assert sink.send(events) == 30
+    assert sorted(k for k, _ in producer.sent_keys()) == ["t|u0", "t|u1", "t|u2"]
+    by_user: dict[str, list[str]] = {}
+    for body in producer.bodies():
+        by_user.setdefault(body["userId"], []).append(body["eventId"])
+    assert by_user["u1"] == [f"e{i}" for i in range(1, 30, 3)]
+    assert producer.bodies()[0] == events[0]  # the body is the event's JSON, unchanged
+
+
+def test_a_full_batch_is_sent_and_the_next_one_started_never_over_the_limit() -> None:
+    producer = FakeProducer(max_size_in_bytes=2048)
+    sink, _ = _sink(producer)
+    assert sink.send(_events(40, users=1, pad=300)) == 40
+    assert len(producer.sent) > 5
+    assert all(b.size_in_bytes <= 2048 for b in producer.sent)
+    assert sum(len(b) for b in producer.sent) == 40
+    assert [b["eventId"] for b in producer.bodies()] == [f"e{i}" for i in range(40)]
+
+
+def test_transient_errors_are_retried_with_growing_backoff() -> None:
+    producer = FakeProducer(failures=[transient(), OperationTimeoutError("slow"), transient()])
+    sink, sleeps = _sink(producer, retries=3)
+    assert sink.send(_events(5, users=1)) == 5
+    assert producer.attempts == 4 and len(producer.sent) == 1 and sink.retries == 3
+    assert len(sleeps) == 3 and sleeps[0] < sleeps[2]
+    assert all(0 < s <= 5.0 for s in sleeps)
+
+
+def test_giving_up_after_the_retries_says_how_many_were_sent() -> None:
+    producer = FakeProducer(failures=[None] * 0)  # type: ignore[list-item]
+    sink, sleeps = _sink(producer, retries=2)
+    original = producer.send_batch
+    calls = {"n": 0}
+
+    def second_user_fails(batch: EventDataBatch, **kw: Any) -> None:
+        calls["n"] += 1
+        if _key(batch) == "t|u1":
+            raise transient()
+        original(batch, **kw)
+
+    producer.send_batch = second_user_fails  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match="after 1 events"):
+        sink.send(_events(2, users=2))
+    assert len(sleeps) == 2 and calls["n"] == 4  # u0 once, u1 three times
+
+
+def test_errors_that_cannot_pass_are_not_retried() -> None:
+    producer = FakeProducer(failures=[AuthenticationError("bad token")])
+    sink, sleeps = _sink(producer)
+    with pytest.raises(BackendError, match="bad token"):
+        sink.send(_events(1))
+    assert sleeps == [] and producer.attempts == 1
+
+
+def test_an_event_larger_than_any_batch_fails_before_anything_is_sent() -> None:
+    producer = FakeProducer(max_size_in_bytes=1024)
+    sink, _ = _sink(producer)
+    events = _events(3, users=3)
+    events[2]["context"] = {"pad": "x" * 2000}
+    with pytest.raises(EventTooLarge, match="larger than the Event Hubs batch limit"):
+        sink.send(events)
+    assert producer.attempts == 0
+
+
+def test_direct_sink_hands_the_same_json_to_the_handler() -> None:
+    got: list[list[bytes]] = []
+    events = _events(2)
+    assert DirectSink(got.append).send(events) == 2
+    assert [json.loads(b) for b in got[0]] == events

@@ -1,0 +1,204 @@
+"""Repopulation at the edges: a fill killed half-way, throttled Cosmos writes, and expiry.
+
+Real Redis, the Cosmos-protocol server and Azurite. Failures are injected at the narrowest
+seam there is: a proxy in front of the store's Cosmos container client for `recommendations`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from azure.cosmos.exceptions import CosmosHttpResponseError
+
+from shared.keys import candidates_doc_id, user_partition, version_cache_prefix
+from shared.model_registry import MODELS, active_version_id
+from shared.runtime import Runtime
+from shared.serving.recommender import RECOMMENDATIONS
+from shared.stores.errors import BackendError
+from shared.stores.factory import build_backends
+from tests.conftest import azure_settings
+from tests.helpers import client_for, runtime_on
+from tests.retrain_data import clustered, ease_trainer
+from training.publish import (
+    EXPIRED,
+    FILLING,
+    FillOptions,
+    StoreWriter,
+    fill,
+    load_model,
+    version_docs,
+    version_status,
+)
+from training.retrain import RetrainConfig, retrain_tenant
+
+TENANT = "shop"
+CHUNK = 5
+CONFIG = RetrainConfig(window_days=None, gate_tolerance=0.5,
+                       fill=FillOptions(chunk_users=CHUNK, store_concurrency=4,
+                                        cache_ttl_seconds=3600))
+
+
+class ContainerProxy:
+    """Wraps the real container client: counts upserts, fails or throttles some of them."""
+
+    def __init__(self, real: Any, fail_after: int | None = None,
+                 throttle_every: int | None = None, retry_after_ms: int = 20) -> None:
+        self.real = real
+        self.fail_after = fail_after
+        self.throttle_every = throttle_every
+        self.retry_after_ms = retry_after_ms
+        self.calls = 0
+        self.throttled = 0
+        self.written: list[str] = []
+        self._lock = threading.Lock()
+
+    def upsert_item(self, body: dict[str, Any], **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+            if self.fail_after is not None and len(self.written) >= self.fail_after:
+                raise RuntimeError("the process was killed (injected)")
+            if self.throttle_every and self.calls % self.throttle_every == 0:
+                self.throttled += 1
+                error = CosmosHttpResponseError(status_code=429, message="Request rate is large")
+                error.headers = {"x-ms-retry-after-ms": str(self.retry_after_ms)}
+                raise error
+            self.written.append(str(body["id"]))
+        return self.real.upsert_item(body, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _proxy(runtime: Runtime, **kwargs: Any) -> ContainerProxy:
+    containers = runtime.backends.store._containers  # type: ignore[attr-defined]
+    real = containers[RECOMMENDATIONS]
+    proxy = ContainerProxy(getattr(real, "real", real), **kwargs)
+    containers[RECOMMENDATIONS] = proxy
+    return proxy
+
+
+@pytest.fixture
+def runtime(redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
+            tmp_path: Path) -> Runtime:
+    port = int(redis_client.connection_pool.connection_kwargs["port"])
+    settings = azure_settings(port, cosmos_endpoint, azurite_connection,
+                              RECO_DATA_DIR=tmp_path / "data")
+    return runtime_on(settings, build_backends(settings))
+
+
+def _answer(runtime: Runtime, user: str, version: str | None = None) -> dict[str, Any]:
+    """The API's answer; with `version`, waits (briefly) for serving to load that version,
+    since serving swaps to a newly activated version in the background."""
+    deadline = time.monotonic() + 15
+    while True:
+        body = dict(client_for(runtime).get(
+            f"/api/recommendations/{user}?tenant={TENANT}").json())
+        if version is None or body["modelVersion"] == version or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def test_a_fill_killed_half_way_leaves_the_old_version_served_and_the_rerun_resumes(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                         config=CONFIG)
+    assert old.status == "published", old.message
+    before = _answer(runtime, "u0")
+    done_chunks = 6
+    proxy = _proxy(runtime, fail_after=done_chunks * CHUNK + 2)  # dies inside chunk 7
+
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+
+    store = runtime.backends.store
+    assert active_version_id(store, TENANT) == old.version
+    (pending,) = [d for d in version_docs(store, TENANT) if version_status(d) == FILLING]
+    new_version = str(pending["id"])
+    checkpoint = store.read(MODELS, f"fill|{new_version}", TENANT)
+    assert checkpoint is not None and checkpoint["done_chunks"] == done_chunks
+    during = _answer(runtime, "u0")
+    assert during["modelVersion"] == old.version and during["items"] == before["items"]
+
+    proxy = _proxy(runtime)  # the store works again; count what the rerun writes
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+
+    assert rerun.status == "resumed", rerun.message
+    assert rerun.version == new_version and rerun.fill is not None
+    users = [str(u) for u in load_model(runtime.backends.artifacts, TENANT,
+                                        new_version).user_ids.tolist()]
+    total = -(-len(users) // CHUNK)
+    assert rerun.fill.chunks_skipped == done_chunks
+    assert rerun.fill.chunks_written == total - done_chunks
+    assert sorted(proxy.written) == sorted(
+        candidates_doc_id(new_version, u) for u in users[done_chunks * CHUNK:]
+    )  # only the chunks the killed fill had not finished
+    assert active_version_id(store, TENANT) == new_version
+    for user in (users[0], users[-1]):  # one from a skipped chunk, one from a resumed one
+        body = _answer(runtime, user, new_version)
+        assert body["modelVersion"] == new_version and body["source"] == "cache"
+    final = store.read(MODELS, new_version, TENANT)
+    assert final is not None and final["status"] == "ready"
+
+
+def test_throttled_cosmos_writes_are_retried_and_wait_at_least_retry_after(
+    runtime: Runtime,
+) -> None:
+    model = ease_trainer()(clustered(n_users=40))
+    proxy = _proxy(runtime, throttle_every=3, retry_after_ms=30)
+    sleeps: list[float] = []
+    options = FillOptions(chunk_users=10, store_concurrency=4)
+    with StoreWriter(runtime.backends.store, options, sleep=sleeps.append) as writer:
+        docs = [{"id": candidates_doc_id("v1", str(u)), "pk": user_partition(TENANT, str(u)),
+                 "version": "v1", "items": [], "scores": []} for u in model.user_ids.tolist()]
+        writer.upsert_all(RECOMMENDATIONS, docs)
+    assert proxy.throttled > 0 and writer.retries == proxy.throttled
+    assert len(sleeps) == proxy.throttled and min(sleeps) >= 0.030
+    assert sorted(proxy.written) == sorted(str(d["id"]) for d in docs)  # every doc, once
+
+    stats = fill(runtime.backends, model, TENANT, "v2",
+                 options=FillOptions(chunk_users=10, store_concurrency=4))
+    assert stats.store_retries > 0
+    for user in model.user_ids.tolist():
+        doc = runtime.backends.store.read(RECOMMENDATIONS, candidates_doc_id("v2", user),
+                                          user_partition(TENANT, user))
+        assert doc is not None and len(doc["items"]) > 0
+
+
+def test_a_non_retryable_error_is_not_retried(runtime: Runtime) -> None:
+    proxy = _proxy(runtime, fail_after=0)
+    sleeps: list[float] = []
+    with StoreWriter(runtime.backends.store, FillOptions(store_concurrency=2),
+                     sleep=sleeps.append) as writer, pytest.raises(BackendError):
+        writer.upsert_all(RECOMMENDATIONS, [{"id": "x", "pk": "p", "items": []}])
+    assert sleeps == [] and proxy.calls == 1
+
+
+def test_the_previous_but_one_version_is_expired_and_the_previous_kept(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    versions = []
+    for seed in range(3):
+        result = retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                                config=CONFIG)
+        assert result.status == "published", result.message
+        assert result.version is not None
+        versions.append(result.version)
+    first, second, third = versions
+    assert result.expired == [first] and result.previous == second
+    store = runtime.backends.store
+    statuses = {d["id"]: version_status(d) for d in version_docs(store, TENANT)}
+    assert statuses == {first: EXPIRED, second: "ready", third: "ready"}
+    assert not list(redis_client.scan_iter(match=f"{version_cache_prefix(TENANT, first)}*"))
+    assert list(redis_client.scan_iter(match=f"{version_cache_prefix(TENANT, second)}*"))
+    for user in ("u0", "u1", "u7"):
+        assert store.read(RECOMMENDATIONS, candidates_doc_id(first, user),
+                          user_partition(TENANT, user)) is None
+        assert store.read(RECOMMENDATIONS, candidates_doc_id(second, user),
+                          user_partition(TENANT, user)) is not None
+    assert store.read(MODELS, f"fill|{first}", TENANT) is None

@@ -1,0 +1,150 @@
+"""Operations from the CLI (a real subprocess) against real Redis, Cosmos-protocol server and
+Azurite: rollback restores the previous version's answers, list-versions, fill-cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from shared.runtime import Runtime
+from shared.settings import Settings
+from shared.stores.factory import build_backends
+from tests import services
+from tests.helpers import client_for, runtime_on
+from tests.retrain_data import clustered, ease_trainer
+from training.publish import FillOptions
+from training.retrain import RetrainConfig, retrain_tenant
+
+ROOT = Path(__file__).resolve().parents[1]
+TENANT = "shop"
+CONFIG = RetrainConfig(window_days=None, gate_tolerance=0.5, fill=FillOptions(chunk_users=16))
+
+
+@pytest.fixture
+def env(redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
+        tmp_path: Path) -> dict[str, str]:
+    unique = uuid.uuid4().hex[:12]
+    return {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_client.connection_pool.connection_kwargs["port"]),
+        "COSMOS_ENDPOINT": cosmos_endpoint,
+        "COSMOS_KEY": services.COSMOS_KEY,
+        "COSMOS_DATABASE": f"db{unique}",
+        "COSMOS_CREATE_CONTAINERS": "true",
+        "COSMOS_VERIFY_TLS": "false",
+        "ARTIFACTS_CONNECTION_STRING": azurite_connection,
+        "ARTIFACTS_CONTAINER": f"models{unique}",
+        "RECO_ACTIVE_VERSION_REFRESH_SECONDS": "0",
+        "RECO_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+@pytest.fixture
+def runtime(env: dict[str, str]) -> Runtime:
+    settings = Settings(**env)  # type: ignore[arg-type]
+    return runtime_on(settings, build_backends(settings))
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+def answer(runtime: Runtime, user: str, version: str | None = None) -> dict[str, Any]:
+    """The API's answer; with `version`, waits for serving to load it (it swaps in the
+    background)."""
+    deadline = time.monotonic() + 15
+    while True:
+        body = dict(client_for(runtime).get(f"/api/recommendations/{user}?tenant={TENANT}")
+                    .json())
+        if version is None or body.get("modelVersion") == version or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def publish_two(runtime: Runtime) -> tuple[str, str, dict[str, Any]]:
+    first = retrain_tenant(runtime, TENANT, clustered(seed=0), ease_trainer(), CONFIG)
+    assert first.version is not None, first.message
+    before = answer(runtime, "u5", first.version)
+    second = retrain_tenant(runtime, TENANT, clustered(seed=1), ease_trainer(), CONFIG)
+    assert second.version is not None, second.message
+    return first.version, second.version, before
+
+
+def test_rollback_restores_the_previous_versions_answers(env: dict[str, str],
+                                                         runtime: Runtime) -> None:
+    first, second, before = publish_two(runtime)
+    during = answer(runtime, "u5", second)
+    assert during["modelVersion"] == second and during["items"] != before["items"]
+
+    done = cli(env, "rollback", "--tenant", TENANT)
+
+    assert done.returncode == 0, done.stderr
+    assert f"tenant '{TENANT}' now serves version {first} (was {second})" in done.stdout
+    after = answer(runtime, "u5", first)
+    assert after["modelVersion"] == first
+    assert [i["itemId"] for i in after["items"]] == [i["itemId"] for i in before["items"]]
+    forward = cli(env, "rollback", "--tenant", TENANT, "--to", second)
+    assert forward.returncode == 0, forward.stderr
+    assert answer(runtime, "u5", second)["modelVersion"] == second
+
+
+def test_list_versions_shows_status_and_the_active_one(env: dict[str, str],
+                                                       runtime: Runtime) -> None:
+    first, second, _ = publish_two(runtime)
+    done = cli(env, "list-versions", "--tenant", TENANT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith(second) and "<- active" in line for line in lines)
+    assert any(line.startswith(first) and "<- previous" in line and "ready" in line
+               for line in lines)
+    assert f"tenant '{TENANT}': 2 versions, active {second}, previous {first}" in done.stdout
+    empty = cli(env, "list-versions", "--tenant", "nobody")
+    assert empty.returncode == 0 and "has no model versions yet" in empty.stdout
+
+
+def test_fill_cache_rebuilds_redis_from_cosmos_after_a_flush(
+    env: dict[str, str], runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    _, second, _ = publish_two(runtime)
+    redis_client.flushdb()
+    done = cli(env, "fill-cache", "--version", second, "--tenant", TENANT)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote 80 users' candidates of version {second}" in done.stdout
+    assert "from the cosmos store to the redis cache" in done.stdout
+    assert len(list(redis_client.scan_iter(match=f"reco:{TENANT}:{second}:u:*"))) == 80
+    assert answer(runtime, "u9", second)["source"] == "cache"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("rollback", "--tenant", TENANT, "--to", "v1999"), "has no version 'v1999'"),
+        (("rollback", "--tenant", "nobody"), "has no active version to roll back"),
+        (("rollback", "--tenant", "bad tenant"), "is not valid"),
+        (("fill-cache", "--version", "v1999", "--tenant", TENANT), "has no version 'v1999'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_sentence(env: dict[str, str], runtime: Runtime,
+                                          args: tuple[str, ...], message: str) -> None:
+    retrain_tenant(runtime, TENANT, clustered(seed=0), ease_trainer(), CONFIG)
+    done = cli(env, *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_rollback_to_an_expired_version_is_refused(env: dict[str, str],
+                                                  runtime: Runtime) -> None:
+    first, _, _ = publish_two(runtime)
+    third = retrain_tenant(runtime, TENANT, clustered(seed=2), ease_trainer(), CONFIG)
+    assert third.expired == [first]
+    done = cli(env, "rollback", "--tenant", TENANT, "--to", first)
+    assert done.returncode == 2 and "is expired" in done.stderr

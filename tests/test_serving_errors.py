@@ -1,0 +1,104 @@
+"""Bad input gets a 4xx with a sentence, never a 500; a schema-driven fuzz run finds no 5xx."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Ok
+
+from shared.serving.api import create_app
+from tests.helpers import client_for
+from tests.test_serving_support import make_catalogue
+
+LONG = "x" * 129
+
+
+@pytest.fixture
+def catalogue(redis_client, cosmos_endpoint: str, azurite_connection: str):
+    return make_catalogue(redis_client, cosmos_endpoint, azurite_connection)
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "status", "fragment"),
+    [
+        ("/api/recommendations/u1?k=0", {}, 422, "k"),
+        ("/api/recommendations/u1?k=101", {}, 422, "k"),
+        ("/api/recommendations/u1?k=-3", {}, 422, "k"),
+        ("/api/recommendations/bad%20id", {}, 422, "user_id"),
+        (f"/api/recommendations/{LONG}", {}, 422, "user_id"),
+        ("/api/recommendations/u1?exclude=ok,no%20way", {}, 422, "exclude"),
+        ("/api/recommendations/u1?recent=%2Fetc", {}, 422, "recent"),
+        (f"/api/recommendations/u1?category={'c' * 200}", {}, 422, "category"),
+        ("/api/recommendations/u1?tenant=no%20such", {}, 422, "tenant"),
+        ("/api/recommendations/u1", {"x-tenant": "bad tenant"}, 422, "x-tenant"),
+        ("/api/recommendations/u1?tenant=nobody", {}, 404, "no model has been published"),
+        ("/api/items/bad%20item/similar", {}, 422, "item_id"),
+        ("/api/items/i01/similar?k=500", {}, 422, "k"),
+        ("/api/items/i01/similar?tenant=nobody", {}, 404, "nobody"),
+        ("/api/popular?k=0", {}, 422, "k"),
+        ("/api/popular?tenant=nobody", {}, 404, "nobody"),
+        ("/api/trending?k=1000", {}, 422, "k"),
+    ],
+)
+def test_bad_requests_get_4xx_with_a_readable_message(
+    catalogue, url: str, headers: dict[str, str], status: int, fragment: str
+) -> None:
+    runtime, _ = catalogue
+    response = client_for(runtime).get(url, headers=headers)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]
+    assert fragment in message
+    assert "Traceback" not in message
+
+
+def test_too_many_excluded_ids_are_refused(catalogue) -> None:
+    runtime, _ = catalogue
+    query = "&".join(f"exclude=i{n}" for n in range(101))
+    response = client_for(runtime).get(f"/api/recommendations/u1?{query}")
+    assert response.status_code == 422
+    assert "at most 100" in response.json()["error"]
+
+
+def test_deleting_a_malformed_user_id_is_refused(catalogue) -> None:
+    runtime, _ = catalogue
+    response = client_for(runtime).delete("/api/users/no%20such%20user")
+    assert response.status_code == 422 and "user_id" in response.json()["error"]
+
+
+def test_ready_reports_version_and_age(catalogue) -> None:
+    runtime, version = catalogue
+    runtime.recommender.warm("default")
+    body = client_for(runtime).get("/api/ready").json()
+    assert body["ready"] is True, body["reasons"]
+    assert body["model"]["activeVersion"] == version
+    assert body["model"]["ageSeconds"] >= 0
+    assert body["backends"] == {"cache": True, "store": True, "artifacts": True,
+                                "onlineState": True}
+
+
+def test_schema_fuzzing_finds_no_server_errors(catalogue) -> None:
+    runtime, _ = catalogue
+    runtime.recommender.warm("default")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(lambda: runtime))
+    failures: list[str] = []
+    calls: list[int] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operation = result.ok()
+        operations += 1
+
+        @settings(max_examples=25, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def run(case: schemathesis.Case) -> None:
+            response = case.call()
+            calls.append(response.status_code)
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path} {case.query} "
+                                f"-> {response.status_code} {response.text[:200]}")
+
+        run()
+    assert operations >= 7 and len(calls) >= 5 * operations
+    assert failures == []

@@ -1,0 +1,95 @@
+"""A new active version is picked up without blocking requests: the old version keeps serving
+until the new one has loaded in the background."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import redis
+
+from shared.model_registry import ActiveModels, set_active
+from shared.serving.model_data import load_version
+from tests.helpers import client_for
+from tests.test_serving_support import azure_runtime, publish_catalogue
+
+
+def test_new_version_loads_in_the_background_while_the_old_one_serves(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str
+) -> None:
+    runtime = azure_runtime(redis_client, cosmos_endpoint, azurite_connection)
+    v1 = publish_catalogue(runtime)
+    runtime.recommender.warm("default")
+    client = client_for(runtime)
+    assert client.get("/api/recommendations/u1").json()["modelVersion"] == v1
+
+    release = threading.Event()
+    models = runtime.recommender.models
+
+    def slow_loader(artifacts, model):  # the artifact download takes a while
+        release.wait(10)
+        return load_version(artifacts, model)
+
+    models.loader = slow_loader
+    v2 = publish_catalogue(runtime, seed=1)
+    started = time.perf_counter()
+    bodies = [client.get("/api/recommendations/u1").json() for _ in range(3)]
+    assert time.perf_counter() - started < 2  # nobody waited for the load
+    assert {(b["modelVersion"], b["source"]) for b in bodies} == {(v1, "cache")}
+    release.set()
+    models.wait_idle()
+    body = client.get("/api/recommendations/u1").json()
+    assert (body["modelVersion"], body["source"]) == (v2, "cache")
+    ready = client.get("/api/ready").json()
+    assert ready["model"]["activeVersion"] == ready["model"]["servingVersion"] == v2
+
+
+def version_of(active: ActiveModels) -> str:
+    model = active.get("default")
+    assert model is not None
+    return model.version
+
+
+def test_active_pointer_is_refreshed_in_the_background(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str
+) -> None:
+    runtime = azure_runtime(redis_client, cosmos_endpoint, azurite_connection)
+    v1 = publish_catalogue(runtime)
+    v2 = publish_catalogue(runtime, seed=1)
+    store = runtime.backends.store
+    set_active(store, "default", v1)
+    active = ActiveModels(store, refresh_seconds=0.05)
+    assert version_of(active) == v1
+    set_active(store, "default", v2)
+    time.sleep(0.06)
+    assert version_of(active) == v1  # stale entry answered, refresh started
+    deadline = time.monotonic() + 5
+    while version_of(active) != v2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert version_of(active) == v2
+
+
+def test_an_experiment_variant_can_serve_an_older_version(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str
+) -> None:
+    first = azure_runtime(redis_client, cosmos_endpoint, azurite_connection)
+    v1 = publish_catalogue(first, users=[f"u{n}" for n in range(10)])
+    experiments = [{"name": "vs", "variants": [
+        {"name": "old", "share": 0.5, "modelVersion": v1},
+        {"name": "new", "share": 0.5},
+    ]}]
+    from shared.stores.factory import build_backends
+    from tests.helpers import runtime_on
+
+    settings = first.settings.model_copy(update={"experiments": json.dumps(experiments)})
+    runtime = runtime_on(settings, build_backends(settings))
+    v2 = publish_catalogue(runtime, users=[f"u{n}" for n in range(10)], seed=1)
+    runtime.recommender.warm("default")
+    client = client_for(runtime)
+    for _ in range(2):  # the first request for v1 starts its load
+        bodies = [client.get(f"/api/recommendations/u{n}").json() for n in range(10)]
+        runtime.recommender.models.wait_idle()
+    versions = {b["variant"]: b["modelVersion"] for b in bodies}
+    assert versions == {"old": v1, "new": v2}
+    assert all(b["source"] == "cache" for b in bodies)

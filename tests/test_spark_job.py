@@ -1,0 +1,104 @@
+"""The Databricks job's code in Spark local mode: events in, a served version out.
+
+pyspark `local[2]` (SPARK_LOCAL_IP=127.0.0.1), small data; the job publishes through the same
+pipeline into real Redis, the Cosmos-protocol server and Azurite, and the HTTP API answers
+from the version it produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.model_registry import active_version_id
+from shared.stores.factory import build_backends
+from tests.conftest import azure_settings
+from tests.helpers import client_for, runtime_on
+from tests.retrain_data import clustered
+
+pyspark = pytest.importorskip("pyspark")
+
+TENANT = "big"
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]").appName("spark-job-test")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _write_events(folder: Path) -> dict[str, set[str]]:
+    """Feedback events as JSON lines (what the events export / Capture bodies hold)."""
+    data = clustered(n_users=60)
+    seen: dict[str, set[str]] = {}
+    folder.mkdir()
+    with (folder / "part-0.json").open("w") as fh:
+        for n, (u, i, t) in enumerate(zip(data.user_ids[data.users], data.item_ids[data.items],
+                                          data.timestamps, strict=True)):
+            seen.setdefault(str(u), set()).add(str(i))
+            fh.write(json.dumps({
+                "eventId": f"e{n}", "tenant": TENANT, "userId": str(u), "itemId": str(i),
+                "type": "purchase",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t))),
+            }) + "\n")
+        # another tenant's event and a replayed one must not count
+        fh.write(json.dumps({"eventId": "x1", "tenant": "other", "userId": "u0", "itemId": "zz",
+                             "type": "purchase", "timestamp": "2023-11-15T00:00:00Z"}) + "\n")
+        fh.write(json.dumps({"eventId": "e0", "tenant": TENANT, "userId": "u0", "itemId": "i0",
+                             "type": "purchase", "timestamp": "2023-11-15T00:00:00Z"}) + "\n")
+    return seen
+
+
+def test_spark_job_publishes_a_version_that_serving_answers_from(
+    spark, redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
+    tmp_path: Path,
+) -> None:
+    from training.spark_job import build_parser, run_job
+
+    port = int(redis_client.connection_pool.connection_kwargs["port"])
+    settings = azure_settings(port, cosmos_endpoint, azurite_connection,
+                              RECO_DATA_DIR=tmp_path / "data")
+    runtime = runtime_on(settings, build_backends(settings))
+    seen = _write_events(tmp_path / "events")
+    args = build_parser().parse_args([
+        "--tenant", TENANT, "--events", str(tmp_path / "events"), "--format", "json",
+        "--rank", "8", "--max-iter", "8", "--reg", "0.1", "--alpha", "20",
+        "--n-candidates", "30", "--window-days", "3650", "--blocks", "2",
+    ])
+
+    result = run_job(spark, runtime, args)
+
+    assert result.status == "published", result.message
+    assert result.published is not None
+    manifest = result.published.manifest
+    assert manifest["generator"] == "spark-als"
+    assert manifest["rows"]["users"] == 60 and manifest["rows"]["interactions"] == 600
+    assert active_version_id(runtime.backends.store, TENANT) == result.version
+    names = {p.rsplit("/", 1)[-1] for p in runtime.backends.artifacts.list(
+        f"{TENANT}/{result.version}")}
+    assert {"manifest.json", "candidates.npz", "popular.json", "item_stats.npz"} <= names
+    client = client_for(runtime)
+    for user in ("u0", "u17", "u59"):
+        body = client.get(f"/api/recommendations/{user}?k=10&tenant={TENANT}").json()
+        assert body["modelVersion"] == result.version and body["source"] == "cache"
+        items = [i["itemId"] for i in body["items"]]
+        assert len(items) == 10 and not set(items) & seen[user]  # seen items removed
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True)

@@ -1,0 +1,96 @@
+"""`report-experiment`: CTR per experiment variant (or model version) with Wilson intervals.
+
+Impressions (each carrying the answer's recommendation id, model version and variant) are
+joined to the clicks that name the same recommendation and item; read from the events store,
+or from Event Hubs Capture files with `--capture` for large volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.feedback.attribution import Attribution, AttributionReport
+from shared.feedback.process import EVENTS
+from shared.ids import ID_RULE, is_valid_id
+from shared.runtime import get_runtime
+from training.interactions import DataError
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("report-experiment", help=__doc__)
+    p.add_argument("--tenant", default=None)
+    p.add_argument("--by", choices=["variant", "model"], default="variant",
+                   help="group by experiment variant (default) or model version")
+    p.add_argument("--since", default=None, help="only events at or after this ISO date/time")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
+    p.add_argument("--capture", type=Path, nargs="+", default=None,
+                   help="read Event Hubs Capture .avro files/folders instead of the store")
+    p.set_defaults(run=run)
+
+
+def _since(text: str | None) -> str | None:
+    """ISO timestamps compare as text once normalised to UTC, as the store writes them."""
+    if text is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise DataError(f"--since '{text}' is not an ISO date or date-time") from None
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def format_report(report: AttributionReport, by: str, tenant: str, source: str) -> str:
+    level = f"{report.confidence:.0%}"
+    label = "variant" if by == "variant" else "model version"
+    lines = [f"CTR per {label} for tenant '{tenant}' ({level} Wilson interval), from {source}:"]
+    width = max([len(label), *(len(a.name) for a in report.arms)])
+    lines.append(f"  {label:<{width}}  {'impressions':>11}  {'clicks':>8}  {'CTR':>7}  {level} CI")
+    for a in report.arms:
+        lines.append(f"  {a.name:<{width}}  {a.impressions:>11,}  {a.clicks:>8,}  "
+                     f"{a.ctr:>7.2%}  [{a.low:.2%}, {a.high:.2%}]")
+    if len(report.arms) >= 2:
+        best = max(report.arms, key=lambda a: a.ctr)
+        rest = [a for a in report.arms if a is not best]
+        if all(best.low > a.high for a in rest):
+            lines.append(f"'{best.name}' has the highest CTR and its interval overlaps no other.")
+        else:
+            lines.append(f"'{best.name}' has the highest CTR, but the intervals overlap: "
+                         "no clear winner yet at this level.")
+    if report.unattributed_clicks:
+        lines.append(f"{report.unattributed_clicks:,} clicked item(s) named a recommendation "
+                     "with no logged impression of that item (not counted).")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.5 <= args.confidence < 1:
+        raise DataError("--confidence must be at least 0.5 and below 1, e.g. 0.95")
+    since = _since(args.since)
+    runtime = get_runtime()
+    tenant = args.tenant or runtime.settings.default_tenant
+    if not is_valid_id(tenant):
+        raise DataError(f"tenant '{tenant}' is not valid: {ID_RULE}")
+    attribution = Attribution(tenant)
+    if args.capture:
+        from training.capture import iter_event_documents
+
+        docs: Any = iter_event_documents(args.capture)
+        source = f"{len(args.capture)} capture path(s)"
+    else:
+        docs = runtime.backends.store.scan(EVENTS)
+        source = f"the {runtime.backends.store.name} events store"
+    for doc in docs:
+        if doc.get("type") not in ("impression", "click"):
+            continue
+        if since is None or str(_since(str(doc.get("timestamp")))) >= since:
+            attribution.add(doc)
+    report = attribution.report(args.by, args.confidence)
+    if not report.arms:
+        print(f"no impressions with a recommendation id for tenant '{tenant}' in {source}; "
+              "apps log them with context.modelVersion and context.variant")
+        return 0
+    print(format_report(report, args.by, tenant, source))
+    return 0

@@ -1,0 +1,240 @@
+"""The large-data retrain as a Databricks job (databricks.yml, training/databricks/job.json).
+
+Spark reads the event log (the Cosmos `events` export or Event Hubs Capture files: Avro, Parquet,
+JSON or CSV), keeps the tenant's window, and trains implicit ALS (pyspark.ml) and scores every
+user with `recommendForAllUsers`, removing seen items, distributed. The candidate lists (100 per
+user) are then collected to the driver as a TrainedModel and go through the same pipeline as the
+timer: quality gate, artifact, MLflow, Cosmos/Redis fill, switch and expiry - so versions,
+rollback and serving are the same whichever path produced them. Collecting suits catalogues
+whose candidate lists fit the driver's memory (100 x users x 8 bytes: 1 GB per million users).
+
+    python training/spark_job.py --tenant T --events PATH [--format avro] [--window-days 180]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__" and "__file__" in globals():  # run as a file: the repo root is home
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from training.interactions import DataError, Interactions
+from training.model import TrainedModel
+
+log = logging.getLogger("training.spark_job")
+
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "rating": 1.0}
+FORMATS = ("auto", "avro", "parquet", "json", "csv", "delta")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spark_job", description="Spark ALS retrain for one tenant")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--events", required=True, help="event log folder or file (any FORMAT)")
+    p.add_argument("--format", choices=FORMATS, default="auto")
+    p.add_argument("--window-days", type=int, default=180)
+    p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--reg", type=float, default=0.05)
+    p.add_argument("--alpha", type=float, default=10.0)
+    p.add_argument("--max-iter", type=int, default=15)
+    p.add_argument("--n-candidates", type=int, default=100)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--blocks", type=int, default=10,
+                   help="ALS user/item blocks (about the number of executor cores)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _format_of(path: str, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    for ext in ("avro", "parquet", "json", "csv"):
+        if path.rstrip("/").endswith(f".{ext}") or f"/{ext}" in path:
+            return ext
+    local = Path(path)
+    if local.is_dir():
+        for ext in ("avro", "parquet", "json", "csv"):
+            if any(local.rglob(f"*.{ext}")):
+                return ext
+    raise DataError(f"cannot tell the format of {path}; pass --format")
+
+
+def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days: int | None
+                      ) -> Any:
+    """DataFrame(user_id, item_id, weight, ts) for the tenant's window.
+
+    Feedback events (userId, itemId, type, value, timestamp, tenant) are weighted as in the
+    timer path; interaction files (user_id, item_id[, weight][, timestamp]) are used as they are.
+    Capture Avro wraps each event's JSON in its Body column.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    fmt = _format_of(path, fmt)
+    reader = spark.read
+    if fmt == "csv":
+        df = reader.option("header", True).csv(path)
+    elif fmt == "delta":
+        df = reader.format("delta").load(path)
+    else:
+        df = reader.format(fmt).option("recursiveFileLookup", True).load(path)
+    if "Body" in df.columns:  # Event Hubs Capture: the event JSON is the Body
+        schema = T.StructType([
+            T.StructField(n, T.StringType()) for n in
+            ("eventId", "tenant", "userId", "itemId", "type", "value", "timestamp")
+        ])
+        df = df.select(F.from_json(F.col("Body").cast("string"), schema).alias("e")).select("e.*")
+    if "userId" in df.columns:
+        for optional in ("tenant", "value", "eventId"):  # absent from some files' schema
+            if optional not in df.columns:
+                df = df.withColumn(optional, F.lit(None).cast("string"))
+        weights = F.create_map(*[x for k, v in EVENT_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
+        df = df.dropDuplicates(["eventId"])  # a replayed event counts once
+        df = df.where(F.coalesce(F.col("tenant"), F.lit("default")) == tenant)
+        df = df.where(F.col("type").isin(list(EVENT_WEIGHTS)))
+        df = df.select(
+            F.col("userId").cast("string").alias("user_id"),
+            F.col("itemId").cast("string").alias("item_id"),
+            F.when(F.col("type") == "rating", F.coalesce(F.col("value").cast("float"), F.lit(1.0)))
+            .otherwise(weights[F.col("type")]).cast("float").alias("weight"),
+            F.unix_timestamp(F.to_timestamp(F.col("timestamp"))).cast("long").alias("ts"),
+        )
+    else:
+        for needed in ("user_id", "item_id"):
+            if needed not in df.columns:
+                raise DataError(f"{path}: column '{needed}' not found; columns are {df.columns}")
+        df = df.select(
+            F.col("user_id").cast("string"), F.col("item_id").cast("string"),
+            (F.col("weight") if "weight" in df.columns else F.lit(1.0)).cast("float")
+            .alias("weight"),
+            (F.col("timestamp") if "timestamp" in df.columns else F.lit(0)).cast("long")
+            .alias("ts"),
+        )
+    df = df.where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull())
+    df = df.fillna({"ts": 0, "weight": 1.0})
+    if window_days is not None:
+        end = df.agg(F.max("ts")).first()[0]
+        if end is not None and end > 0:
+            df = df.where(F.col("ts") >= int(end) - window_days * 86400)
+    return df
+
+
+def to_interactions(df: Any, source: str) -> Interactions:
+    """Collects the (windowed) rows to the driver: four columns, smaller than the lists."""
+    rows = df.select("user_id", "item_id", "weight", "ts").collect()
+    if not rows:
+        raise DataError(f"no interactions found in {source}")
+    users, items, weights, times = zip(*rows, strict=True)
+    return Interactions.from_columns(list(users), list(items), list(weights), list(times),
+                                     source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: float = 10.0,
+                      max_iter: int = 15, n_candidates: int = 100, seed: int = 42,
+                      blocks: int = 10) -> Any:
+    """A Trainer (Interactions -> TrainedModel) that fits and scores with Spark ALS."""
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    def train(data: Interactions) -> TrainedModel:
+        t0 = time.perf_counter()
+        m = data.matrix().tocoo()  # repeated pairs summed: one confidence per (user, item)
+        triples = list(zip(m.row.tolist(), m.col.tolist(), m.data.tolist(), strict=True))
+        ratings = spark.createDataFrame(triples, "user int, item int, rating float")
+        als = ALS(rank=rank, maxIter=max_iter, regParam=reg, alpha=alpha, implicitPrefs=True,
+                  userCol="user", itemCol="item", ratingCol="rating", seed=seed,
+                  coldStartStrategy="drop", numUserBlocks=blocks, numItemBlocks=blocks)
+        fitted = als.fit(ratings)
+        max_seen = int(np.diff(data.matrix(binary=True).indptr).max(initial=0))
+        ask = min(data.n_items, n_candidates + min(max_seen, 1000))
+        recs = (
+            fitted.recommendForAllUsers(ask)
+            .select("user", F.posexplode("recommendations").alias("pos", "rec"))
+            .select("user", "pos", F.col("rec.item").alias("item"),
+                    F.col("rec.rating").alias("score"))
+            .join(ratings.select("user", "item"), ["user", "item"], "left_anti")  # seen removed
+            .withColumn("rank", F.row_number().over(Window.partitionBy("user").orderBy("pos")))
+            .where(F.col("rank") <= n_candidates)
+        )
+        top_items = np.full((data.n_users, n_candidates), -1, dtype=np.int32)
+        top_scores = np.zeros((data.n_users, n_candidates), dtype=np.float32)
+        for row in recs.select("user", "rank", "item", "score").collect():
+            top_items[row[0], row[1] - 1] = row[2]
+            top_scores[row[0], row[1] - 1] = row[3]
+        log.info("spark ALS: %d users, %d items in %.1f s",
+                 data.n_users, data.n_items, time.perf_counter() - t0)
+        from training.train import item_stats_npz
+
+        return TrainedModel(
+            generator="spark-als",
+            parameters={"rank": rank, "regParam": reg, "alpha": alpha, "maxIter": max_iter,
+                        "seed": seed, "blocks": blocks},
+            user_ids=data.user_ids,
+            item_ids=data.item_ids,
+            top_items=top_items,
+            top_scores=top_scores,
+            popularity=np.bincount(data.items, minlength=data.n_items).astype(np.float32),
+            extra_files={"item_stats.npz": item_stats_npz(data)},
+        )
+
+    return train
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+
+def run_job(spark: Any, runtime: Any, args: argparse.Namespace) -> Any:
+    """Reads, then runs the shared retrain pipeline with the Spark trainer; returns its result."""
+    from training.retrain import RetrainConfig, retrain_tenant
+
+    df = read_interactions(spark, args.events, args.format, args.tenant, args.window_days)
+    data = to_interactions(df, f"spark:{args.events}")
+    trainer = spark_als_trainer(spark, args.rank, args.reg, args.alpha, args.max_iter,
+                                args.n_candidates, args.seed, args.blocks)
+    base = RetrainConfig.from_settings(runtime.settings)
+    config = RetrainConfig(
+        window_days=None,  # Spark applied the window already
+        gate_tolerance=base.gate_tolerance, n_candidates=args.n_candidates, fill=base.fill,
+    )
+    return retrain_tenant(runtime, args.tenant, data, trainer, config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from pyspark.sql import SparkSession
+
+    from shared.ids import ID_RULE, is_valid_id
+    from shared.runtime import get_runtime
+
+    if not is_valid_id(args.tenant):
+        print(f"error: tenant '{args.tenant}' is not valid: {ID_RULE}", file=sys.stderr)
+        return 2
+    spark = SparkSession.builder.appName(f"recommender-retrain-{args.tenant}").getOrCreate()
+    try:
+        result = run_job(spark, get_runtime(), args)
+    except (DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.message)
+    return 1 if result.status == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
