@@ -8,18 +8,22 @@ import sys
 from types import ModuleType
 
 from training.commands import (
+    evaluate,
     fill_cache,
     list_versions,
+    recommend,
     replay_events,
     report_experiment,
     retrain,
     rollback,
     sample_data,
+    train,
 )
 from training.interactions import DataError
 
 COMMANDS: list[ModuleType] = [
-    sample_data, retrain, replay_events, report_experiment, rollback, list_versions, fill_cache,
+    train, recommend, evaluate, sample_data, retrain, replay_events, report_experiment, rollback,
+    list_versions, fill_cache,
 ]
 
 

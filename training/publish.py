@@ -155,8 +155,13 @@ def _prefix(tenant: str, version: str) -> str:
     return f"{tenant}/{version}"
 
 
-def write_artifact(backends: Backends, model: TrainedModel, manifest: dict[str, Any]) -> None:
-    prefix = _prefix(manifest["tenant"], manifest["version"])
+def artifact_path(prefix: str, name: str) -> str:
+    """A file of the artifact at `prefix` ("" when the artifact is a folder of its own)."""
+    return f"{prefix}/{name}" if prefix else name
+
+
+def write_artifact(artifacts: ArtifactStore, model: TrainedModel, manifest: dict[str, Any],
+                   prefix: str) -> None:
     buf = io.BytesIO()
     np.savez_compressed(
         buf,
@@ -175,28 +180,35 @@ def write_artifact(backends: Backends, model: TrainedModel, manifest: dict[str, 
     if model.reranker_onnx is not None:
         files["reranker.onnx"] = model.reranker_onnx
     for name, data in files.items():
-        backends.artifacts.put(f"{prefix}/{name}", data)
+        artifacts.put(artifact_path(prefix, name), data)
     # The manifest goes last: its presence means the artifact is complete.
-    backends.artifacts.put(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
+    artifacts.put(artifact_path(prefix, "manifest.json"), json.dumps(manifest, indent=2).encode())
 
 
-def read_manifest(artifacts: ArtifactStore, tenant: str, version: str) -> dict[str, Any] | None:
+def read_manifest_at(artifacts: ArtifactStore, prefix: str) -> dict[str, Any] | None:
     try:
-        return dict(json.loads(artifacts.get(f"{_prefix(tenant, version)}/manifest.json")))
+        return dict(json.loads(artifacts.get(artifact_path(prefix, "manifest.json"))))
     except ArtifactNotFound:
         return None
 
 
+def read_manifest(artifacts: ArtifactStore, tenant: str, version: str) -> dict[str, Any] | None:
+    return read_manifest_at(artifacts, _prefix(tenant, version))
+
+
 def load_model(artifacts: ArtifactStore, tenant: str, version: str) -> TrainedModel:
     """The candidate lists of a published artifact, as the TrainedModel that produced them."""
-    manifest = read_manifest(artifacts, tenant, version)
+    return load_model_at(artifacts, _prefix(tenant, version))
+
+
+def load_model_at(artifacts: ArtifactStore, prefix: str) -> TrainedModel:
+    manifest = read_manifest_at(artifacts, prefix)
     if manifest is None:
-        raise ArtifactNotFound(f"{_prefix(tenant, version)}/manifest.json")
-    prefix = _prefix(tenant, version)
-    with np.load(io.BytesIO(artifacts.get(f"{prefix}/candidates.npz"))) as npz:
+        raise ArtifactNotFound(artifact_path(prefix, "manifest.json"))
+    with np.load(io.BytesIO(artifacts.get(artifact_path(prefix, "candidates.npz")))) as npz:
         arrays = {name: npz[name] for name in npz.files}
     try:
-        metadata = dict(json.loads(artifacts.get(f"{prefix}/items.json")))
+        metadata = dict(json.loads(artifacts.get(artifact_path(prefix, "items.json"))))
     except ArtifactNotFound:
         metadata = {}
     return TrainedModel(
@@ -642,7 +654,7 @@ def stage(backends: Backends, model: TrainedModel, tenant: str, rows: dict[str, 
     created = datetime.now(UTC)
     version = version or new_version_id(created)
     manifest = manifest_of(model, tenant, version, created.isoformat(), rows, manifest_extra)
-    write_artifact(backends, model, manifest)
+    write_artifact(backends.artifacts, model, manifest, _prefix(tenant, version))
     staged = ModelVersion(
         tenant=tenant,
         version=version,

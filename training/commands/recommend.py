@@ -1,0 +1,55 @@
+"""`recommend`: write top-k per training user (seen items removed) from an artifact folder."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.stores.artifacts import ArtifactNotFound, LocalArtifactStore
+from training.interactions import DataError
+from training.model import TrainedModel
+from training.publish import load_model_at
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("recommend", help=__doc__)
+    p.add_argument("--model", type=Path, required=True, help="artifact folder written by train")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--out", type=Path, required=True, help="CSV: user,item,rank,score")
+    p.set_defaults(run=run)
+
+
+def load(folder: Path) -> TrainedModel:
+    if not (folder / "manifest.json").is_file():
+        raise DataError(f"{folder} is not a model artifact (no manifest.json)")
+    try:
+        return load_model_at(LocalArtifactStore(folder), "")
+    except ArtifactNotFound as exc:
+        raise DataError(f"{folder}: the artifact is incomplete ({exc} missing)") from None
+
+
+def check_k(k: int) -> None:
+    if not 1 <= k <= 1000:
+        raise DataError("--k must be between 1 and 1000")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_k(args.k)
+    model = load(args.model)
+    if args.k > model.top_items.shape[1]:
+        print(f"note: the artifact keeps {model.top_items.shape[1]} candidates per user",
+              file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    with args.out.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["user", "item", "rank", "score"])
+        for code, user in enumerate(model.user_ids.tolist()):
+            for rank, (item, score) in enumerate(model.candidates_for(code)[: args.k], start=1):
+                out.writerow([user, item, rank, f"{score:.6g}"])
+                rows += 1
+    print(f"wrote {rows} recommendations for {model.user_ids.shape[0]} users to {args.out}")
+    return 0
