@@ -49,3 +49,43 @@ def test_gauges_report_breaker_state_and_model_age() -> None:
     versions = {p.attributes["version"] for p in metric_points(reader)["reco.model.age"]
                 if p.attributes["tenant"] == "t1"}
     assert versions == {"v2"}
+
+
+def test_feedback_batches_count_their_outcomes(tmp_path) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from shared.feedback.process import process_batch
+    from shared.stores.documents import SqliteStore
+
+    _, reader = capture()
+    before = {o: total(reader, "reco.events", outcome=o)
+              for o in ("accepted", "duplicate", "dead_lettered")}
+    event = {"eventId": "t-1", "tenant": "default", "userId": "u1", "itemId": "i1",
+             "type": "click", "timestamp": datetime.now(UTC).isoformat()}
+    body = json.dumps(event).encode()
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    process_batch(store, [body, b"{nope"])
+    process_batch(store, [body])
+    assert total(reader, "reco.events", outcome="accepted") == before["accepted"] + 1
+    assert total(reader, "reco.events", outcome="duplicate") == before["duplicate"] + 1
+    assert total(reader, "reco.events", outcome="dead_lettered") == before["dead_lettered"] + 1
+
+
+def test_a_training_run_records_its_holdout_metrics(tmp_path) -> None:
+    from shared.stores.factory import build_backends
+    from tests.conftest import embedded_settings
+    from tests.helpers import runtime_on
+    from tests.retrain_data import clustered
+    from training.retrain import retrain_tenant
+
+    _, reader = capture()
+    settings = embedded_settings(tmp_path)
+    runtime = runtime_on(settings, build_backends(settings))
+    result = retrain_tenant(runtime, "tele", clustered())
+    assert result.status == "published"
+    points = [p for p in metric_points(reader)["reco.training.metric"]
+              if p.attributes["tenant"] == "tele"]
+    names = {p.attributes["metric"] for p in points}
+    assert {"holdout_ndcg@10", "gate_passed"} <= names
+    assert {p.attributes["version"] for p in points} == {result.version}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shared import lease
+from shared import lease, telemetry
 from shared.model_registry import ModelVersion
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -374,6 +374,8 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
     active = _active_model(backends, tenant)
     gate = quality_gate(gate_model, train, test, active, cfg.gate_tolerance, cfg.k)
     log.info("tenant %s: %s", tenant, gate.reason)
+    run_metrics = {**{f"holdout_{k}": v for k, v in gate.candidate_metrics.items()},
+                   "gate_passed": float(gate.passed)}
     evaluation = {"gate": gate.__dict__, "data": prep, "rows": rows_of(data)}
     if not gate.passed:
         current = active.version if active else None
@@ -383,6 +385,7 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
             f"version {current} stays active",
             gate=gate, version=None, previous=current,
         )
+        telemetry.training_run(tenant, "rejected", run_metrics)
         result.mlflow_run_id = record_run(runtime.settings, tenant, result, gate_model, None,
                                           evaluation, backends)
         return result
@@ -393,6 +396,7 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
              "train_seconds": round(time.perf_counter() - t0, 3)}
     model.extra_files.setdefault("evaluation.json", json.dumps(evaluation, default=str).encode())
     staged = stage(backends, model, tenant, rows_of(data), manifest_extra=extra)
+    telemetry.training_run(tenant, staged.version, run_metrics)
     result = RetrainResult(tenant, "published", "", version=staged.version, gate=gate)
     manifest = read_manifest(backends.artifacts, tenant, staged.version)
     result.mlflow_run_id = record_run(runtime.settings, tenant, result, model, manifest,

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared import telemetry
 from shared.feedback.schema import MAX_EVENT_BYTES, EventType, FeedbackEvent
 from shared.ids import ID_RULE
 from shared.online_state import OnlineState, OnlineUpdate
@@ -168,4 +169,5 @@ def process_batch(
         if online is not None:
             updates = [u for e in events.values() if (u := online_update(e, category_of))]
             result.online_applied = online.apply(updates)
+    telemetry.events_processed(result.accepted, result.duplicates, len(result.rejected))
     return result
