@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,3 +35,23 @@ def test_missing_file_and_missing_column_exit_2_with_a_sentence(tmp_path: Path) 
     bad.write_text("who,what\n1,2\n")
     wrong = _run(tmp_path, "retrain", "--interactions", str(bad))
     assert wrong.returncode == 2 and "column 'user_id' not found" in wrong.stderr
+
+
+def test_retrain_on_a_movielens_folder_publishes_item_categories(tmp_path: Path) -> None:
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    rows = [f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + u * 100 + i}"
+            for u in range(1, 41) for i in range(1, 31) if (u * 7 + i) % 3]
+    (folder / "u.data").write_text("\n".join(rows) + "\n")
+    flags = ["0"] * 19
+    items = []
+    for i in range(1, 31):
+        f = list(flags)
+        f[1 + i % 3] = "1"  # Action, Adventure or Animation
+        items.append("|".join([str(i), f"Movie {i} (1995)", "01-Jan-1995", "", "http://x", *f]))
+    (folder / "u.item").write_text("\n".join(items) + "\n", encoding="latin-1")
+    done = _run(tmp_path, "retrain", "--interactions", str(folder))
+    assert done.returncode == 0, done.stderr
+    (items_json,) = (tmp_path / "data" / "artifacts" / "default").glob("v*/items.json")
+    meta = json.loads(items_json.read_text())
+    assert meta["1"] == {"title": "Movie 1 (1995)", "categories": ["Adventure"]}

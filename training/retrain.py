@@ -532,9 +532,26 @@ def run_scheduled(runtime: Runtime) -> list[RetrainResult]:
 # Entry points kept for callers of the first version
 
 
-def train_and_publish(runtime: Runtime, data: Interactions, tenant: str) -> ModelVersion:
-    """Gate and publish `data` for `tenant` under the tenant's lease; GateFailed if rejected."""
-    result = retrain_tenant(runtime, tenant, data)
+def train_and_publish(runtime: Runtime, data: Interactions, tenant: str,
+                      item_metadata: dict[str, dict[str, Any]] | None = None) -> ModelVersion:
+    """Gate and publish `data` for `tenant` under the tenant's lease; GateFailed if rejected.
+
+    Item metadata (titles, categories) goes into the artifact for serving's category filters,
+    diversity and the re-ranker's category features.
+    """
+    trainer: Trainer | None = None
+    if item_metadata:
+        from training.datasets import category_matrix
+        from training.train import train_default
+
+        cfg = RetrainConfig.from_settings(runtime.settings)
+
+        def trainer(d: Interactions) -> TrainedModel:
+            categories = category_matrix(d.item_ids, item_metadata)[0]
+            return train_default(d, cfg.n_candidates, cfg.tuning_seconds, item_metadata,
+                                 categories)
+
+    result = retrain_tenant(runtime, tenant, data, trainer=trainer)
     if result.status == "skipped":
         raise DataError(result.message)
     if result.published is None:

@@ -46,6 +46,15 @@ def _without_system_fields(doc: Any) -> Document:
     return {k: v for k, v in dict(doc).items() if not k.startswith("_")}
 
 
+def _rows(docs: Iterable[Document]) -> list[tuple[str, str, str]]:
+    """(pk, id, body) rows for SQLite, each document checked."""
+    rows = []
+    for d in docs:
+        item_id, pk = _check(d)
+        rows.append((pk, item_id, json.dumps(d)))
+    return rows
+
+
 def _check(doc: Document) -> tuple[str, str]:
     item_id, pk = doc.get("id"), doc.get("pk")
     if not isinstance(item_id, str) or not isinstance(pk, str):
@@ -90,40 +99,24 @@ class SqliteStore:
         self.upsert_many(container, [doc])
 
     def upsert_many(self, container: str, docs: Iterable[Document]) -> int:
-        rows = [(*reversed(_check(d)), json.dumps(d)) for d in docs]
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO {self._table(container)} (pk, id, body) "
-                    "VALUES (?,?,?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        rows = _rows(docs)
+        self._execute_many("INSERT OR REPLACE", container, rows)
         return len(rows)
 
     def create(self, container: str, doc: Document) -> bool:
-        item_id, pk = _check(doc)
-        with self._lock:
-            cur = self._db.execute(
-                f"INSERT OR IGNORE INTO {self._table(container)} (pk, id, body) VALUES (?,?,?)",
-                (pk, item_id, json.dumps(doc)),
-            )
-        return cur.rowcount == 1
+        return self.create_many(container, [doc]) == 1
 
     def create_many(self, container: str, docs: Iterable[Document]) -> int:
         """Creates the documents whose id is new, in one transaction; returns how many."""
-        rows = [(*reversed(_check(d)), json.dumps(d)) for d in docs]
+        return self._execute_many("INSERT OR IGNORE", container, _rows(docs))
+
+    def _execute_many(self, verb: str, container: str, rows: list[tuple[str, str, str]]) -> int:
+        """One transaction for the lot; returns the rows SQLite reports as changed."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 cur = self._db.executemany(
-                    f"INSERT OR IGNORE INTO {self._table(container)} (pk, id, body) "
-                    "VALUES (?,?,?)",
-                    rows,
+                    f"{verb} INTO {self._table(container)} (pk, id, body) VALUES (?,?,?)", rows
                 )
                 self._db.execute("COMMIT")
             except BaseException:

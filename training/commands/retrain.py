@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from shared.ids import ID_RULE, is_valid_id
 from shared.runtime import get_runtime
-from training.interactions import DataError, read_csv
+from training.commands.offline_io import add_interaction_args, read
+from training.interactions import DataError
 from training.retrain import train_and_publish
-
-
-def add_interaction_columns(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--user-col", default="user_id")
-    p.add_argument("--item-col", default="item_id")
-    p.add_argument("--weight-col", default="weight")
-    p.add_argument("--time-col", default="timestamp")
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("retrain", help=__doc__)
-    p.add_argument("--interactions", type=Path, required=True,
-                   help="CSV file, or a MovieLens 100K folder / u.data file")
+    add_interaction_args(p, "--interactions",
+                         "CSV/Parquet file, or a MovieLens folder (100K, 1M or latest)")
     p.add_argument("--tenant", default=None)
-    add_interaction_columns(p)
     p.set_defaults(run=run)
 
 
@@ -33,11 +25,8 @@ def run(args: argparse.Namespace) -> int:
     tenant = args.tenant or runtime.settings.default_tenant
     if not is_valid_id(tenant):
         raise DataError(f"tenant '{tenant}' is not valid: {ID_RULE}")
-    source = args.interactions
-    if source.is_dir():
-        source = source / "u.data"
-    data = read_csv(source, args.user_col, args.item_col, args.weight_col, args.time_col)
-    version = train_and_publish(runtime, data, tenant)
+    data, metadata = read(args.interactions, args)
+    version = train_and_publish(runtime, data, tenant, metadata)
     print(
         f"published version {version.version} for tenant '{tenant}': "
         f"{data.n_users} users, {data.n_items} items, {len(data)} interactions"
