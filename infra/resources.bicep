@@ -26,6 +26,7 @@ var eventsTtlSeconds = 7776000 // 90 days of raw feedback, enough for retraining
 // Built-in role definition ids
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
@@ -223,6 +224,9 @@ resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = {
     tier: 'Standard'
     capacity: 1
   }
+  identity: {
+    type: 'SystemAssigned' // Capture writes to Storage with this identity (no shared keys)
+  }
   properties: {
     disableLocalAuth: true
   }
@@ -242,6 +246,9 @@ resource feedbackHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
       skipEmptyArchives: true
       destination: {
         name: 'EventHubArchive.AzureBlockBlob'
+        identity: {
+          type: 'SystemAssigned'
+        }
         properties: {
           storageAccountResourceId: storage.id
           blobContainer: captureContainerName
@@ -418,6 +425,16 @@ resource eventHubAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
   }
 }]
+
+resource captureAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, eventHubs.id, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    principalId: eventHubs.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
 
 resource metricsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(appInsights.id, functionApp.id, roles.monitoringMetricsPublisher)
