@@ -355,6 +355,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     REDIS_USERNAME: functionApp.identity.principalId
     REDIS_MAX_CONNECTIONS: '64'
     REDIS_TIMEOUT_SECONDS: '0.25'
+    REDIS_POOL_TIMEOUT_SECONDS: '2'
     COSMOS_ENDPOINT: cosmos.properties.documentEndpoint
     COSMOS_DATABASE: cosmosDatabaseName
     COSMOS_TIMEOUT_SECONDS: '2'

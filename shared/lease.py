@@ -75,16 +75,18 @@ def try_acquire(
     if datetime.fromisoformat(str(current["expires"])) > now:
         return None
     # Expired: exactly one contender creates the takeover marker for this expired token.
+    # The marker stays: deleting it would let a contender that read the same expired lease a
+    # moment later create it again and take over a second time. Cosmos DB drops it via `ttl`.
     marker = {
         "id": f"{_doc_id(name)}|takeover|{current['token']}", "pk": partition,
         "kind": "lease-takeover", "by": lease.holder, "at": now.isoformat(),
+        "ttl": max(ttl_seconds * 2, 3600),
     }
     if not store.create(LEASES, marker):
         return None
     log.warning("lease %s/%s expired (held by %s); taken over by %s",
                 partition, name, current.get("holder"), lease.holder)
     store.upsert(LEASES, doc)
-    store.delete(LEASES, marker["id"], partition)
     return lease
 
 

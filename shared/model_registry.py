@@ -124,6 +124,22 @@ class ActiveModels:
                 return entry[1]
             return self._reload(tenant, entry, now)
 
+    def get_nowait(self, tenant: str) -> tuple[bool, ModelVersion | None]:
+        """(True, what `get` would return) when that needs no store read now, else (False, None).
+
+        For the async request path: a stale entry is returned as `get` does (refreshed in the
+        background); the first read of a tenant, or every read with refresh 0, must block.
+        """
+        entry = self._known.get(tenant)
+        if entry is None:
+            return False, None
+        if time.monotonic() - entry[0] < self._refresh:
+            return True, entry[1]
+        if self._refresh > 0:
+            self._refresh_in_background(tenant)
+            return True, entry[1]
+        return False, None
+
     def known(self, tenant: str) -> ModelVersion | None:
         """The last version read for the tenant, without touching the store."""
         entry = self._known.get(tenant)

@@ -13,6 +13,7 @@ re-delivered after a partial failure therefore changes nothing it already change
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 import redis
 
+from shared.stores.cache import AsyncRedis, redis_error
 from shared.stores.errors import BackendError
 
 RECENT_LIMIT = 50  # recent items kept per user
@@ -118,6 +120,12 @@ class OnlineState(Protocol):
         self, tenant: str, user_id: str, extra_key: str
     ) -> tuple[UserState, bytes | None]:
         """The user's state and the cache value at `extra_key` (the candidates), one round trip."""
+        ...
+
+    async def read_user_with_async(
+        self, tenant: str, user_id: str, extra_key: str
+    ) -> tuple[UserState, bytes | None]:
+        """`read_user_with` for the event loop (never blocks it)."""
         ...
 
     def trending(
@@ -219,9 +227,11 @@ class RedisOnlineState:
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis, config: OnlineConfig | None = None) -> None:
+    def __init__(self, client: redis.Redis, config: OnlineConfig | None = None,
+                 aio: AsyncRedis | None = None) -> None:
         self.client = client
         self.config = config or OnlineConfig()
+        self.aio = aio  # the asyncio side of the same Redis (the async request path)
         self._script = client.register_script(_APPLY_LUA)
         self._trend_cache = _TrendingReadCache(self.config.trending_read_cache_seconds)
 
@@ -311,7 +321,7 @@ class RedisOnlineState:
             self._queue_user(pipe, tenant, user_id)
             return self._user_from(pipe.execute())
         except redis.RedisError as exc:
-            raise BackendError(f"redis online-state read failed: {exc}") from exc
+            raise redis_error("redis online-state read", exc) from exc
 
     def read_user_with(
         self, tenant: str, user_id: str, extra_key: str
@@ -322,7 +332,24 @@ class RedisOnlineState:
             pipe.get(extra_key)
             values = pipe.execute()
         except redis.RedisError as exc:
-            raise BackendError(f"redis online-state read failed: {exc}") from exc
+            raise redis_error("redis online-state read", exc) from exc
+        extra = values[4]
+        return self._user_from(values[:4]), (extra.encode() if isinstance(extra, str) else extra)
+
+    async def read_user_with_async(
+        self, tenant: str, user_id: str, extra_key: str
+    ) -> tuple[UserState, bytes | None]:
+        """`read_user_with` on the event loop: the same five commands in one round trip."""
+        if self.aio is None:
+            return await asyncio.to_thread(self.read_user_with, tenant, user_id, extra_key)
+        keys = user_state_keys(tenant, user_id)
+        values = await self.aio.pipelined([
+            ("ZRANGE", keys["recent"], 0, -1, "REV"),
+            ("SMEMBERS", keys["seen"]),
+            ("SMEMBERS", keys["purchased"]),
+            ("SMEMBERS", keys["disliked"]),
+            ("GET", extra_key),
+        ])
         extra = values[4]
         return self._user_from(values[:4]), (extra.encode() if isinstance(extra, str) else extra)
 
@@ -453,6 +480,11 @@ class MemoryOnlineState:
         extra = None if self._cache is None else self._cache.get(extra_key)
         return self.read_user(tenant, user_id), extra
 
+    async def read_user_with_async(
+        self, tenant: str, user_id: str, extra_key: str
+    ) -> tuple[UserState, bytes | None]:
+        return self.read_user_with(tenant, user_id, extra_key)  # in memory: nothing to wait for
+
     def trending(
         self, tenant: str, n: int, category: str | None = None
     ) -> list[tuple[str, float]]:
@@ -488,7 +520,7 @@ def build_online_state(cache: Any, config: OnlineConfig | None = None) -> Online
     """Online state next to the hot cache: Redis when the cache is Redis, else in process."""
     client = getattr(cache, "client", None)
     if isinstance(client, redis.Redis):
-        return RedisOnlineState(client, config)
+        return RedisOnlineState(client, config, getattr(cache, "aio", None))
     return MemoryOnlineState(cache, config)
 
 

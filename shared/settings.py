@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     redis_password: str | None = Field(None, alias="REDIS_PASSWORD")  # access key, if not Entra
     redis_max_connections: int = Field(64, alias="REDIS_MAX_CONNECTIONS", ge=1)
     redis_timeout_seconds: float = Field(0.25, alias="REDIS_TIMEOUT_SECONDS", gt=0)
+    # how long a request may wait for a free pooled connection (saturation, not a Redis failure)
+    redis_pool_timeout_seconds: float = Field(2.0, alias="REDIS_POOL_TIMEOUT_SECONDS", gt=0)
     lru_max_entries: int = Field(100_000, alias="RECO_LRU_MAX_ENTRIES", ge=1)
 
     # Document store: Cosmos DB for NoSQL when COSMOS_ENDPOINT is set

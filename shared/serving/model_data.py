@@ -25,11 +25,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from shared import telemetry
 from shared.model_registry import ModelVersion
 from shared.reranking.features import FEATURES, ItemTable
 from shared.serving.resilience import CircuitBreaker
@@ -41,6 +43,36 @@ IntArray = npt.NDArray[np.int64]
 SIMILAR_FILE = "similar.npz"
 RERANK_WIDTH = 50  # the re-ranker's training list length (training/pipeline.py n_candidates)
 ITEM_STATS_FILE = "item_stats.npz"
+STATIC_FEATURES = ["log_pop", "pop_pct", "mean_weight"]  # per item, not per request
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Re-ranker inputs that depend on the item alone, by item code (built once per version)."""
+
+    static: npt.NDArray[np.float32]  # items+1 x STATIC_FEATURES
+    pop_floor: npt.NDArray[np.float64]  # max(popularity, 1): window_share's denominator
+    first_seen: npt.NDArray[np.float64]
+    last_seen: npt.NDArray[np.float64]
+    categories: npt.NDArray[np.float32]  # items+1 x categories, 0/1
+    category_norm: npt.NDArray[np.float32]  # each item's category vector length
+
+    @classmethod
+    def build(cls, table: ItemTable, pop_pct: npt.NDArray[np.float32]) -> FeatureTable:
+        pop = table.popularity.astype(np.float64)
+        static = np.stack(
+            [np.log1p(pop), pop_pct.astype(np.float64), table.mean_weight.astype(np.float64)],
+            axis=1,
+        ).astype(np.float32)
+        cats = np.ascontiguousarray(table.categories, dtype=np.float32)
+        return cls(
+            static=static,
+            pop_floor=np.maximum(pop, 1.0),
+            first_seen=table.first_seen.astype(np.float64),
+            last_seen=table.last_seen.astype(np.float64),
+            categories=cats,
+            category_norm=np.linalg.norm(cats, axis=1).astype(np.float32),
+        )
 
 
 class Reranker:
@@ -104,6 +136,7 @@ class VersionData:
     popular_ids: list[str] = field(init=False)
     popular_scores: npt.NDArray[np.float32] = field(init=False)
     category_codes: list[tuple[int, ...]] = field(init=False)  # per item code, for diversity
+    _features: FeatureTable | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         rows, cols = np.nonzero(self.item_categories)
@@ -117,6 +150,14 @@ class VersionData:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def feature_table(self) -> FeatureTable:
+        """Per-item re-ranker columns, built on first use (a race only builds it twice)."""
+        table = self._features
+        if table is None:
+            table = self._features = FeatureTable.build(self.table, self.pop_pct)
+        return table
 
     def codes(self, items: list[str]) -> IntArray:
         get, unknown = self.index.get, self.n_items
@@ -329,6 +370,17 @@ def cooccurrence_neighbours(
     return out, scores
 
 
+def _created_unix(model: ModelVersion) -> float:
+    """When the version was created (unix seconds; now if the document's date is unreadable)."""
+    try:
+        created = datetime.fromisoformat(model.created)
+    except ValueError:
+        return time.time()
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return created.timestamp()
+
+
 class ModelCache:
     """Loaded versions per tenant; loads happen on one background thread, never in a request.
 
@@ -361,6 +413,16 @@ class ModelCache:
         data = self._loaded.get((tenant, version))
         return data if data is not None and data.complete else None
 
+    def for_model_nowait(self, model: ModelVersion) -> VersionData | None:
+        """`for_model(model)` when it would not wait for a load, else None (async callers then
+        call `for_model` in a thread)."""
+        data = self._loaded.get((model.tenant, model.version))
+        if data is not None and data.complete:
+            return data
+        if self._current.get(model.tenant) is None and data is None:
+            return None  # nothing loaded for the tenant: for_model may wait
+        return self.for_model(model)
+
     def for_model(self, model: ModelVersion, active: bool = True) -> VersionData:
         key = (model.tenant, model.version)
         data = self._loaded.get(key)
@@ -384,8 +446,8 @@ class ModelCache:
         fallback = minimal_version(model)
         with self._lock:
             self._loaded.setdefault(key, fallback)
-            if active:
-                self._current.setdefault(model.tenant, fallback)
+            if active and self._current.setdefault(model.tenant, fallback) is fallback:
+                telemetry.model_served(model.tenant, model.version, _created_unix(model))
         return fallback
 
     def wait_idle(self, timeout: float = 30.0) -> None:
@@ -421,6 +483,8 @@ class ModelCache:
         key = (model.tenant, model.version)
         try:
             data = self._breaker.call(lambda: self.loader(self._artifacts, model))
+            if data.reranker is not None:
+                data.feature_table  # noqa: B018 - built here, off the request path
         except Exception as exc:
             log.warning("version %s/%s: artifact not loaded (%s); retrying later",
                         model.tenant, model.version, exc)
@@ -434,6 +498,7 @@ class ModelCache:
             if self._wanted.get(model.tenant) == model.version or model.tenant not in self._current:
                 previous = self._current.get(model.tenant)
                 self._current[model.tenant] = data
+                telemetry.model_served(model.tenant, model.version, _created_unix(model))
                 if previous is not None and previous.version != model.version:
                     log.info("tenant %s: now serving version %s (was %s)",
                              model.tenant, model.version, previous.version)

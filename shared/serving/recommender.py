@@ -13,15 +13,19 @@ model version.
 from __future__ import annotations
 
 import logging
-import uuid
+import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from shared import telemetry
 from shared.keys import (
     candidates_cache_key,
     candidates_doc_id,
@@ -47,6 +51,11 @@ TRENDING_DEPTH = 500  # trending items read per tenant (features and the trendin
 FloatArray = npt.NDArray[np.float32]
 
 
+def _new_id() -> str:
+    """A random 128-bit id in hex, like uuid4().hex without building a UUID object."""
+    return os.urandom(16).hex()
+
+
 class NoActiveModel(LookupError):
     """The tenant has no published model yet (or the tenant is unknown)."""
 
@@ -66,6 +75,18 @@ class Query:
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """What one request is served with: the version's data, its cache key, the variant."""
+
+    data: VersionData
+    key: str
+    use_reranker: bool
+    share: float
+    experiment: str | None
+    variant: str | None
+
+
+@dataclass(frozen=True)
 class RankedItem:
     item_id: str
     score: float
@@ -79,7 +100,7 @@ class Answer:
     model_version: str
     source: str
     items: list[RankedItem]
-    recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    recommendation_id: str = field(default_factory=_new_id)
     experiment: str | None = None
     variant: str | None = None
 
@@ -105,7 +126,7 @@ class ItemList:
     model_version: str
     source: str
     items: list[RankedItem]
-    recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    recommendation_id: str = field(default_factory=_new_id)
 
     def to_json(self) -> bytes:
         return orjson.dumps({
@@ -152,7 +173,11 @@ class Recommender:
         self.diversity = diversity
         self._retry = retry or Retry()
         self.models = ModelCache(backends.artifacts, self.breakers.artifacts, load_wait_seconds)
-        self._trend_memo: dict[str, tuple[int, dict[str, float]]] = {}
+        # (tenant, version) -> (refresh after, trending rows it was built from, by item code)
+        self._window_memo: dict[tuple[str, str], tuple[float, object, FloatArray | None]] = {}
+        self._window_refreshing: set[str] = set()
+        config = getattr(online, "config", None)
+        self._window_seconds = max(float(getattr(config, "trending_read_cache_seconds", 5)), 1.0)
         active.use_guard(lambda fn: self.breakers.store.call(fn, self._retry))
 
     @classmethod
@@ -275,23 +300,100 @@ class Recommender:
             log.debug("trending unavailable: %s", exc)
             return [], True
 
-    def _window_pop(self, tenant: str) -> dict[str, float]:
-        """Trending scores as a dict for the re-ranker's window feature (memoised per list)."""
+    def _window_pop(self, tenant: str, data: VersionData) -> FloatArray | None:
+        """Trending scores by item code for the re-ranker's window features (None: none yet),
+        rebuilt when the trending list changes (it is itself cached for a few seconds)."""
         rows, _ = self._trending(tenant)
-        if not rows:
-            return {}
-        memo = self._trend_memo.get(tenant)
-        if memo is not None and memo[0] == id(rows):
-            return memo[1]
-        as_dict = dict(rows)
-        self._trend_memo[tenant] = (id(rows), as_dict)
-        return as_dict
+        key = (tenant, data.version)
+        memo = self._window_memo.get(key)
+        if memo is not None and memo[1] is rows:
+            self._window_memo[key] = (time.monotonic() + self._window_seconds, rows, memo[2])
+            return memo[2]
+        arr: FloatArray | None = None
+        if rows:
+            arr = np.zeros(data.n_items + 1, dtype=np.float32)
+            get = data.index.get
+            for item, score in rows:
+                code = get(item)
+                if code is not None:
+                    arr[code] = score
+        if len(self._window_memo) > 1000:
+            self._window_memo.clear()
+        self._window_memo[key] = (time.monotonic() + self._window_seconds, rows, arr)
+        return arr
+
+    async def _window_pop_async(self, tenant: str, data: VersionData) -> FloatArray | None:
+        """`_window_pop` without blocking the event loop: a stale value is served while one
+        background thread refreshes it; only the first request of a version waits for it."""
+        memo = self._window_memo.get((tenant, data.version))
+        if memo is None:
+            return await anyio.to_thread.run_sync(self._window_pop, tenant, data)
+        if memo[0] < time.monotonic() and tenant not in self._window_refreshing:
+            self._window_refreshing.add(tenant)
+
+            def refresh() -> None:
+                try:
+                    self._window_pop(tenant, data)
+                finally:
+                    self._window_refreshing.discard(tenant)
+
+            threading.Thread(target=refresh, name=f"trending-{tenant}", daemon=True).start()
+        return memo[2]
 
     # -- recommendations -------------------------------------------------------------------
 
     def recommend(self, q: Query) -> Answer:
-        model = self.model_for(q.tenant)
-        data = self.models.for_model(model)
+        """The top k for a user (blocking: call it from a thread, or use `recommend_async`)."""
+        started = time.perf_counter()
+        with telemetry.span("recommend", tenant=q.tenant):
+            plan = self._plan(q)
+            with telemetry.span("cache.read"):
+                state, raw, degraded = self._read_cached(q, plan.key)
+            answer = self._answer(q, plan, state, raw, degraded)
+        telemetry.request_served(answer.source, q.tenant, (time.perf_counter() - started) * 1e3)
+        return answer
+
+    async def recommend_async(self, q: Query) -> Answer:
+        """`recommend` on the event loop: a cache hit with everything loaded does no blocking
+        call (one async Redis round trip, the re-rank inline); anything that may block (first
+        model read, a store read on a miss, cold start) runs in a worker thread."""
+        started = time.perf_counter()
+        with telemetry.span("recommend", tenant=q.tenant):
+            plan = self._plan_nowait(q)
+            if plan is None:
+                plan = await anyio.to_thread.run_sync(self._plan, q)
+            with telemetry.span("cache.read"):
+                state, raw, degraded = await self._read_cached_async(q, plan.key)
+            found = None if raw is None else self._decode_cached(raw, plan.key)
+            if found is not None:
+                telemetry.cache_lookup(hit=True)
+                window = None
+                if plan.use_reranker and plan.data.reranker is not None:
+                    window = await self._window_pop_async(q.tenant, plan.data)
+                answer = self._rank(q, plan, state, found, "cache", degraded, window)
+            else:
+                answer = await anyio.to_thread.run_sync(
+                    self._answer, q, plan, state, raw, degraded
+                )
+        telemetry.request_served(answer.source, q.tenant, (time.perf_counter() - started) * 1e3)
+        return answer
+
+    def _plan(self, q: Query) -> _Plan:
+        plan = self._plan_for(q, self.models.for_model(self.model_for(q.tenant)), blocking=True)
+        assert plan is not None
+        return plan
+
+    def _plan_nowait(self, q: Query) -> _Plan | None:
+        """The plan when it needs no I/O and no wait for a model load, else None."""
+        ready, model = self._active.get_nowait(q.tenant)
+        if not ready:
+            return None
+        if model is None:
+            raise NoActiveModel(f"no model has been published for tenant '{q.tenant}'")
+        data = self.models.for_model_nowait(model)
+        return None if data is None else self._plan_for(q, data, blocking=False)
+
+    def _plan_for(self, q: Query, data: VersionData, blocking: bool) -> _Plan | None:
         assigned = self.experiments.assign(q.tenant, q.user_id)
         use_reranker, share = True, self.diversity
         experiment = variant = None
@@ -303,29 +405,78 @@ class Recommender:
             if var.diversity is not None:
                 share = var.diversity
             if var.model_version and var.model_version != data.version:
-                data = self._variant_data(q.tenant, var.model_version, data)
-
+                if blocking:
+                    data = self._variant_data(q.tenant, var.model_version, data)
+                else:
+                    loaded = self.models.loaded(q.tenant, var.model_version)
+                    if loaded is None:
+                        return None  # may need a store read or a load: the blocking path
+                    data = loaded
         key = candidates_cache_key(q.tenant, data.version, q.user_id)
-        degraded = False
+        return _Plan(data, key, use_reranker, share, experiment, variant)
+
+    def _read_cached(self, q: Query, key: str) -> tuple[UserState, bytes | None, bool]:
+        """Online state and cached candidates; whether the read failed (the answer degrades)."""
         try:
             state, raw = self._read_user(q.tenant, q.user_id, key)
-        except (BackendError, BreakerOpen, Exception) as exc:
+        except Exception as exc:
             log.debug("cache unavailable, reading the store: %s", exc)
-            state, raw, degraded = EMPTY_STATE, None, True
-        found: tuple[list[str], FloatArray] | None = None
-        source: str = "cache"
-        if raw is not None:
-            try:
-                found = _decode(raw)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("unreadable cache value at %s, reading the store: %s", key, exc)
+            return EMPTY_STATE, None, True
+        return state, raw, False
+
+    async def _read_cached_async(self, q: Query, key: str
+                                 ) -> tuple[UserState, bytes | None, bool]:
+        online = self.online
+        try:
+            if online is None:
+                cache = self._b.cache
+                raw = await self.breakers.cache.call_async(lambda: cache.get_async(key),
+                                                           self._retry)
+                return EMPTY_STATE, raw, False
+            state, raw = await self.breakers.cache.call_async(
+                lambda: online.read_user_with_async(q.tenant, q.user_id, key), self._retry
+            )
+        except Exception as exc:
+            log.debug("cache unavailable, reading the store: %s", exc)
+            return EMPTY_STATE, None, True
+        return state, raw, False
+
+    @staticmethod
+    def _decode_cached(raw: bytes, key: str) -> tuple[list[str], FloatArray] | None:
+        try:
+            return _decode(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable cache value at %s, reading the store: %s", key, exc)
+            return None
+
+    def _answer(self, q: Query, plan: _Plan, state: UserState, raw: bytes | None,
+                degraded: bool) -> Answer:
+        """After the cache read: on a miss the store (written back), else cold start; then the
+        ranking. May block (store, trending reads)."""
+        data = plan.data
+        found = None if raw is None else self._decode_cached(raw, plan.key)
+        source = "cache"
+        if not degraded:
+            telemetry.cache_lookup(hit=found is not None)
         if found is None:
             source = "store"
-            found, store_failed = self._from_store(
-                q.tenant, data.version, q.user_id, key, write_back=not degraded
-            )
+            telemetry.fallback("cache", "store")
+            with telemetry.span("store.read"):
+                found, store_failed = self._from_store(
+                    q.tenant, data.version, q.user_id, plan.key, write_back=not degraded
+                )
             degraded = degraded or store_failed
+        window = None
+        if found is not None and plan.use_reranker and data.reranker is not None:
+            window = self._window_pop(q.tenant, data)
+        return self._rank(q, plan, state, found, source, degraded, window)
 
+    def _rank(self, q: Query, plan: _Plan, state: UserState,
+              found: tuple[list[str], FloatArray] | None, source: str, degraded: bool,
+              window: FloatArray | None) -> Answer:
+        """Re-rank, filters, rules, diversity, top k; cold start when there are no candidates
+        (which reads trending: blocking)."""
+        data = plan.data
         rules = self.rules.for_tenant(q.tenant)
         excluded = q.exclude | state.excluded | state.seen | set(q.recent)
         recent = [*q.recent, *(i for i in state.recent if i not in q.recent)]
@@ -333,18 +484,22 @@ class Recommender:
             items, scores = found
             codes = data.codes(items)
             personal: list[Source] = [(items, scores, codes)]
-            if use_reranker and data.reranker is not None:
+            if plan.use_reranker and data.reranker is not None:
                 # The re-ranker orders the head of the list it was trained on; the tail only
                 # tops up when filters leave fewer than k.
                 w = data.reranker.width
-                head = rerank(data, codes[:w], scores[:w], recent, self._window_pop(q.tenant),
-                              float(len(state.recent)), items[:w])
+                with telemetry.span("rerank", candidates=min(w, len(items))):
+                    t0 = time.perf_counter()
+                    head = rerank(data, codes[:w], scores[:w], recent, window,
+                                  float(len(state.recent)))
+                    telemetry.reranked((time.perf_counter() - t0) * 1e3)
                 personal = [(items[:w], head, codes[:w]), (items[w:], scores[w:], codes[w:])]
             # No top-up from popular items: the stored list already leaves out what the user
             # interacted with in training, popular items outside it mostly are those.
-            chosen = select(data, personal, q.k, excluded, q.categories, rules, share)
+            chosen = select(data, personal, q.k, excluded, q.categories, rules, plan.share)
         else:
             source = "cold_start"
+            telemetry.fallback("store", "cold_start")
             sources: list[Source] = []
             content = self._content_based(data, recent)
             if content is not None:
@@ -355,10 +510,10 @@ class Recommender:
                 sources.append(([i for i, _ in trending],
                                 np.array([s for _, s in trending], np.float32)))
             sources.append((data.popular_ids, data.popular_scores))
-            chosen = select(data, sources, q.k, excluded, q.categories, rules, share)
+            chosen = select(data, sources, q.k, excluded, q.categories, rules, plan.share)
         return Answer(
             q.tenant, q.user_id, data.version, "degraded" if degraded else source,
-            _ranked(chosen), experiment=experiment, variant=variant,
+            _ranked(chosen), experiment=plan.experiment, variant=plan.variant,
         )
 
     def _variant_data(self, tenant: str, version: str, fallback: VersionData) -> VersionData:

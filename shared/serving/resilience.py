@@ -7,13 +7,17 @@ this module decides whether to call at all and whether to try again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from shared import telemetry
+from shared.stores.cache import PoolExhausted
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,10 @@ class CircuitBreaker:
     """Closed → open after `failures` consecutive errors → after `reset_seconds` one probe call
     is let through (half-open): success closes the breaker, failure opens it again.
 
+    Only the backend's own failures count: `PoolExhausted` (no free pooled connection because
+    this process is saturated) passes through without counting or retrying.
     Thread-safe; the state check on the hot path is one lock-free attribute read when closed.
+    Each state change is reported to telemetry (`reco.breaker.state`).
     """
 
     def __init__(self, name: str, failures: int = 5, reset_seconds: float = 5.0,
@@ -45,6 +52,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self.opened_count = 0  # how often it opened since start (for /api/ready and tests)
+        telemetry.breaker_state(name, CLOSED)
 
     @property
     def state(self) -> str:
@@ -63,6 +71,7 @@ class CircuitBreaker:
             if self._state == OPEN and self._clock() - self._opened_at >= self._reset:
                 self._state = HALF_OPEN
                 self._probing = False
+                telemetry.breaker_state(self.name, HALF_OPEN)
             if self._state == HALF_OPEN and not self._probing:
                 self._probing = True
                 return True
@@ -74,6 +83,7 @@ class CircuitBreaker:
         with self._lock:
             if self._state != CLOSED:
                 log.info("circuit %s closed: backend answers again", self.name)
+                telemetry.breaker_state(self.name, CLOSED)
             self._state = CLOSED
             self._failures = 0
             self._probing = False
@@ -87,6 +97,7 @@ class CircuitBreaker:
                 if self._state == CLOSED:
                     log.warning("circuit %s opened after %d failures", self.name, self._failures)
                 self._state = OPEN
+                telemetry.breaker_state(self.name, OPEN)
                 self._opened_at = self._clock()
                 self._probing = False
                 self.opened_count += 1
@@ -102,6 +113,9 @@ class CircuitBreaker:
                 raise BreakerOpen(f"{self.name} circuit is open")
             try:
                 result = fn()
+            except PoolExhausted:
+                self._not_counted()
+                raise
             except Exception:
                 self.failure()
                 if attempt + 1 >= attempts:
@@ -112,6 +126,34 @@ class CircuitBreaker:
             self.success()
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def call_async(self, fn: Callable[[], Awaitable[T]], retry: Retry | None = None) -> T:
+        """`call` for a coroutine function; backoff sleeps do not block the event loop."""
+        attempts = 1 if retry is None else retry.attempts
+        for attempt in range(attempts):
+            if not self.allow():
+                raise BreakerOpen(f"{self.name} circuit is open")
+            try:
+                result = await fn()
+            except PoolExhausted:
+                self._not_counted()
+                raise
+            except Exception:
+                self.failure()
+                if attempt + 1 >= attempts:
+                    raise
+                assert retry is not None
+                await asyncio.sleep(retry.delay(attempt))
+                continue
+            self.success()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _not_counted(self) -> None:
+        """The call said nothing about the backend: a half-open probe may be tried again."""
+        if self._state != CLOSED:
+            with self._lock:
+                self._probing = False
 
 
 @dataclass(frozen=True)

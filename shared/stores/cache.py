@@ -6,21 +6,33 @@ an in-process LRU when no Redis is configured.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import threading
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import redis
+import redis.asyncio as aredis
 
 from shared.stores.errors import BackendError
+
+
+class PoolExhausted(BackendError):
+    """No pooled connection became free in time: this process is saturated, the backend may be
+    fine. Not a backend failure (circuit breakers do not count it)."""
 
 
 class HotCache(Protocol):
     name: str
 
     def get(self, key: str) -> bytes | None: ...
+    async def get_async(self, key: str) -> bytes | None:
+        """`get` for the event loop: never blocks it."""
+        ...
     def get_many(self, keys: list[str]) -> list[bytes | None]: ...
     def set_many(self, items: Mapping[str, bytes], ttl_seconds: int | None = None) -> None: ...
     def delete(self, keys: Iterable[str]) -> int: ...
@@ -49,6 +61,9 @@ class LruCache:
                 return None
             self._data.move_to_end(key)
             return value
+
+    async def get_async(self, key: str) -> bytes | None:
+        return self.get(key)  # in memory: nothing to wait for
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [self.get(k) for k in keys]
@@ -82,20 +97,114 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
+NO_CONNECTION = "No connection available."  # redis-py's message when a blocking pool times out
+
+
+def redis_error(what: str, exc: redis.RedisError) -> BackendError:
+    """The error to raise for a failed Redis call: pool waits are our saturation, not Redis."""
+    if isinstance(exc, redis.ConnectionError) and str(exc) == NO_CONNECTION:
+        return PoolExhausted(f"{what}: no free Redis connection (this process is saturated)")
+    return BackendError(f"{what} failed: {exc}")
+
+
+class AsyncRedis:
+    """redis.asyncio connection pools, one per event loop (a connection belongs to the loop that
+    opened it: uvicorn and the Functions host run one loop, test clients one per request).
+
+    `pipelined` sends commands in one round trip on one pooled connection and returns the raw
+    replies (bytes, lists), without redis-py's pipeline bookkeeping: it is the request path.
+    Requests queue for a connection in FIFO order at a gate as wide as the pool (the pool's own
+    wait wakes waiters in no particular order, which starved some requests for seconds), for at
+    most the pool timeout; the socket timeout then covers only Redis's answer, and with at most
+    pool-size reads in flight the event loop cannot fall that far behind on its own.
+    """
+
+    def __init__(self, make_pool: Callable[[], aredis.BlockingConnectionPool]) -> None:
+        self._make = make_pool
+        self._pools: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aredis.BlockingConnectionPool, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def _for_loop(self) -> tuple[aredis.BlockingConnectionPool, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        entry = self._pools.get(loop)
+        if entry is None:
+            with self._lock:
+                entry = self._pools.get(loop)
+                if entry is None:
+                    pool = self._make()
+                    entry = self._pools[loop] = (pool, asyncio.Semaphore(pool.max_connections))
+        return entry
+
+    async def pipelined(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Replies of `commands`, one round trip; raises PoolExhausted or BackendError."""
+        pool, gate = self._for_loop()
+        try:
+            async with asyncio.timeout(pool.timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise PoolExhausted("redis read: no free Redis connection in time "
+                                "(this process is saturated)") from None
+        try:
+            try:
+                conn = await pool.get_connection()
+            except redis.RedisError as exc:
+                raise redis_error("redis read", exc) from exc
+            try:
+                async with asyncio.timeout(conn.socket_timeout):
+                    packed = conn.pack_commands(commands)
+                    try:
+                        await conn.send_packed_command(packed, check_health=False)
+                        first = await conn.read_response(timeout=math.inf)
+                    except (redis.ConnectionError, OSError):
+                        # A pooled connection Redis closed meanwhile (a restart, an idle
+                        # timeout): one fresh connection, as redis-py's own retry would do.
+                        await conn.disconnect(nowait=True)
+                        await conn.send_packed_command(packed, check_health=False)
+                        first = await conn.read_response(timeout=math.inf)
+                    return [first, *[await conn.read_response(timeout=math.inf)
+                                     for _ in commands[1:]]]
+            except BaseException as exc:
+                # A reply may still be on its way: never hand this connection out again as is.
+                await conn.disconnect(nowait=True)
+                if isinstance(exc, redis.RedisError):
+                    raise redis_error("redis read", exc) from exc
+                if isinstance(exc, TimeoutError):
+                    raise BackendError("redis read timed out") from exc
+                raise
+            finally:
+                await pool.release(conn)
+        finally:
+            gate.release()
+
+
 class RedisCache:
-    """Redis with a bounded, blocking pool: under load requests wait for a connection."""
+    """Redis with a bounded, blocking pool: under load requests wait for a connection.
+
+    `aio` is the asyncio side of the same settings, for the async request path (None: the
+    request path calls the sync client in a thread).
+    """
 
     name = "redis"
 
-    def __init__(self, client: redis.Redis, write_chunk: int = 1000) -> None:
+    def __init__(self, client: redis.Redis, write_chunk: int = 1000,
+                 aio: AsyncRedis | None = None) -> None:
         self.client = client
+        self.aio = aio
         self._chunk = write_chunk
 
     def get(self, key: str) -> bytes | None:
         try:
             value = self.client.get(key)
         except redis.RedisError as exc:
-            raise BackendError(f"redis get failed: {exc}") from exc
+            raise redis_error("redis get", exc) from exc
+        return _as_bytes(value)
+
+    async def get_async(self, key: str) -> bytes | None:
+        if self.aio is None:
+            return await asyncio.to_thread(self.get, key)
+        (value,) = await self.aio.pipelined([("GET", key)])
         return _as_bytes(value)
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:

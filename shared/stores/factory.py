@@ -7,10 +7,11 @@ from functools import lru_cache
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
 
 from shared.settings import Settings, get_settings
 from shared.stores.artifacts import ArtifactStore, BlobArtifactStore, LocalArtifactStore
-from shared.stores.cache import HotCache, LruCache, RedisCache
+from shared.stores.cache import AsyncRedis, HotCache, LruCache, RedisCache
 from shared.stores.documents import CosmosStore, DocumentStore, SqliteStore
 
 
@@ -38,19 +39,32 @@ def build_cache(settings: Settings) -> HotCache:
         # Entra ID auth: the token is the password, the identity's object id the user name.
         token = _credential().get_token("https://redis.azure.com/.default")
         password = token.token
+    # Two different waits: the socket timeouts say how long Redis may take to answer (a
+    # breaker counts those failures); the pool timeout how long a request may queue for a free
+    # connection when this process is busy, which says nothing about Redis (never counted).
+    common: dict[str, Any] = {
+        "host": settings.redis_host,
+        "port": settings.redis_port,
+        "username": username,
+        "password": password,
+        "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_pool_timeout_seconds,
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_timeout_seconds,
+        "health_check_interval": 30,
+    }
     pool = redis.BlockingConnectionPool(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        username=username,
-        password=password,
         connection_class=redis.SSLConnection if settings.redis_ssl else redis.Connection,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout_seconds,  # wait for a free connection at most this long
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        health_check_interval=30,
+        **common,
     )
-    return RedisCache(redis.Redis(connection_pool=pool))
+
+    def async_pool() -> aredis.BlockingConnectionPool:
+        return aredis.BlockingConnectionPool(
+            connection_class=aredis.SSLConnection if settings.redis_ssl else aredis.Connection,
+            **common,
+        )
+
+    return RedisCache(redis.Redis(connection_pool=pool), aio=AsyncRedis(async_pool))
 
 
 def build_store(settings: Settings) -> DocumentStore:
