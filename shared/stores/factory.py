@@ -13,6 +13,7 @@ from shared.settings import Settings, get_settings
 from shared.stores.artifacts import ArtifactStore, BlobArtifactStore, LocalArtifactStore
 from shared.stores.cache import AsyncRedis, HotCache, LruCache, RedisCache
 from shared.stores.documents import CosmosStore, DocumentStore, SqliteStore
+from shared.stores.redis_auth import EntraTokenProvider
 
 
 @dataclass
@@ -33,20 +34,18 @@ def _credential() -> Any:
 def build_cache(settings: Settings) -> HotCache:
     if not settings.redis_host:
         return LruCache(settings.lru_max_entries)
-    password = settings.redis_password
-    username = settings.redis_username
-    if password is None and username:
-        # Entra ID auth: the token is the password, the identity's object id the user name.
-        token = _credential().get_token("https://redis.azure.com/.default")
-        password = token.token
+    auth: dict[str, Any] = {"username": settings.redis_username,
+                            "password": settings.redis_password}
+    if settings.redis_password is None and settings.redis_username:
+        # Entra ID: the identity's object id is the user name, a refreshed token the password.
+        auth = {"credential_provider": EntraTokenProvider(_credential(), settings.redis_username)}
     # Two different waits: the socket timeouts say how long Redis may take to answer (a
     # breaker counts those failures); the pool timeout how long a request may queue for a free
     # connection when this process is busy, which says nothing about Redis (never counted).
     common: dict[str, Any] = {
         "host": settings.redis_host,
         "port": settings.redis_port,
-        "username": username,
-        "password": password,
+        **auth,
         "max_connections": settings.redis_max_connections,
         "timeout": settings.redis_pool_timeout_seconds,
         "socket_timeout": settings.redis_timeout_seconds,
