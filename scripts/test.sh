@@ -3,7 +3,7 @@
 # for Cosmos DB and Blob Storage), then lints, type-checks and runs pytest. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh requirements-spark.txt
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "test: installing redis-server with apt-get" >&2
   apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
