@@ -20,6 +20,7 @@ from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
 from shared.runtime import Runtime, get_runtime
 from shared.serving.recommender import (
     Answer,
+    ItemList,
     NoActiveModel,
     RankedItem,
     RegistryUnavailable,
@@ -262,6 +263,14 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
             return HTTPException(404, str(exc))
         return HTTPException(503, str(exc), headers={"Retry-After": "5"})
 
+    def _items_response(produce: Callable[[], ItemList]) -> Response:
+        """An item list as JSON; a tenant without a model is a 404, an unreadable registry 503."""
+        try:
+            out = produce()
+        except (NoActiveModel, RegistryUnavailable) as exc:
+            raise _model_errors(exc) from None
+        return Response(out.to_json(), media_type=JSON)
+
     @app.get("/api/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -340,14 +349,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     ) -> Response:
         """Item-to-item neighbours from the model; popular items of the same category
         (source cold_start) when the model has none for this item."""
-        try:
-            out = rt.recommender.similar(
-                tenant, item_id, k, frozenset(_ids("exclude", exclude)), _categories(category),
-                user,
-            )
-        except (NoActiveModel, RegistryUnavailable) as exc:
-            raise _model_errors(exc) from None
-        return Response(out.to_json(), media_type=JSON)
+        return _items_response(lambda: rt.recommender.similar(
+            tenant, item_id, k, frozenset(_ids("exclude", exclude)), _categories(category), user,
+        ))
 
     @app.get("/api/popular", response_model=ItemsOut, dependencies=[Depends(check_key)],
              responses=not_published)
@@ -358,13 +362,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         exclude: Exclude = None,
         category: Category = None,
     ) -> Response:
-        try:
-            out = rt.recommender.popular(
-                tenant, k, frozenset(_ids("exclude", exclude)), _categories(category)
-            )
-        except (NoActiveModel, RegistryUnavailable) as exc:
-            raise _model_errors(exc) from None
-        return Response(out.to_json(), media_type=JSON)
+        return _items_response(lambda: rt.recommender.popular(
+            tenant, k, frozenset(_ids("exclude", exclude)), _categories(category)
+        ))
 
     @app.get("/api/trending", response_model=ItemsOut, dependencies=[Depends(check_key)],
              responses=not_published)
@@ -376,13 +376,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         category: Category = None,
     ) -> Response:
         """Recent-window popularity from the feedback stream; popular items until there is some."""
-        try:
-            out = rt.recommender.trending(
-                tenant, k, frozenset(_ids("exclude", exclude)), _categories(category)
-            )
-        except (NoActiveModel, RegistryUnavailable) as exc:
-            raise _model_errors(exc) from None
-        return Response(out.to_json(), media_type=JSON)
+        return _items_response(lambda: rt.recommender.trending(
+            tenant, k, frozenset(_ids("exclude", exclude)), _categories(category)
+        ))
 
     @app.delete(
         "/api/users/{user_id}",
