@@ -21,9 +21,10 @@ app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNC
 
 
 @app.function_name("feedback")
-# A failed batch is retried in place (the checkpoint does not move past it): every step of
-# process_batch is idempotent, so a retry finishes what the failed attempt started.
-@app.retry(strategy="exponential_backoff", max_retry_count="8",
+# A failed batch is retried in place, without limit (-1): the checkpoint moves past a batch only
+# once it is applied, so an outage of Cosmos DB or Redis delays feedback but never drops it.
+# Every step of process_batch is idempotent, so a retry finishes what a failed attempt started.
+@app.retry(strategy="exponential_backoff", max_retry_count="-1",
            minimum_interval="00:00:01", maximum_interval="00:01:00")
 @app.event_hub_message_trigger(
     arg_name="events",
@@ -35,7 +36,9 @@ app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNC
 def feedback(events: list[func.EventHubEvent]) -> None:
     runtime = get_runtime()
     result = process_batch(
-        runtime.backends.store, [e.get_body() for e in events], runtime.online
+        runtime.backends.store, [e.get_body() for e in events], runtime.online,
+        category_of=runtime.recommender.category_of,
+        default_tenant=runtime.settings.default_tenant,
     )
     logging.info(
         "feedback batch: %d accepted, %d duplicates, %d dead-lettered, %d online updates",

@@ -21,7 +21,7 @@ var deploymentContainerName = 'app-package'
 var captureContainerName = 'capture'
 var feedbackHubName = 'feedback'
 var consumerGroupName = 'recommender'
-var eventsTtlSeconds = 7776000 // 90 days of raw feedback, enough for retraining windows
+var eventsTtlSeconds = 16416000 // 190 days: longer than the retrain window (RETRAIN_WINDOW_DAYS)
 
 // Built-in role definition ids
 var roles = {

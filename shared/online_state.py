@@ -5,10 +5,11 @@ CONTRACT (implementations: Redis, and an in-process one for the embedded default
 All keys of one tenant share the hash tag `{t:<tenant>}` so that a per-tenant Lua script or
 pipeline stays in one cluster slot.
 
-Writes are exactly-once per event id: `apply` marks each event with
-`<tag>:applied:<eventId>` (SET NX, with a TTL) and applies that event's updates only when the
-marker was new, inside one Lua script per tenant, all tenants' scripts in one pipeline. A batch
-re-delivered after a partial failure therefore changes nothing it already changed.
+Writes are exactly-once per event (tenant, user, event id): `apply` marks each event with
+`<tag>:applied:<userId>:<eventId>` (SET NX, with a TTL) and applies that event's updates only
+when the marker was new, inside one Lua script per tenant, all tenants' scripts in one
+pipeline. A batch re-delivered after a partial failure therefore changes nothing it already
+changed.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ def user_state_keys(tenant: str, user_id: str) -> dict[str, str]:
     }
 
 
-def applied_key(tenant: str, event_id: str) -> str:
-    """The marker saying this event's online updates were applied (exactly-once)."""
-    return f"{tenant_tag(tenant)}:applied:{event_id}"
+def applied_key(tenant: str, user_id: str, event_id: str) -> str:
+    """The marker saying this event's online updates were applied (exactly-once).
+
+    An event is (tenant, user, event id), as in the events store, whose document id is the
+    event id within the user's partition: two users' events may share an id.
+    """
+    return f"{tenant_tag(tenant)}:applied:{user_id}:{event_id}"
 
 
 def trending_key(tenant: str, category: str, hour: int) -> str:
@@ -249,7 +254,7 @@ class RedisOnlineState:
         oldest_hour = _hour(now) - cfg.trending_window_hours + 1
         window = cfg.trending_window_hours + 1
         for u in updates:
-            marker = f"{tag}:applied:{u.event_id}"
+            marker = applied_key(tenant, u.user_id, u.event_id)
             user = f"{tag}:u:{u.user_id}"
             hour = int(u.timestamp // HOUR)
             trend = u.trend_weight != 0 and hour >= oldest_hour
@@ -280,7 +285,8 @@ class RedisOnlineState:
                        if isinstance(r, redis.exceptions.NoScriptError)]
             if missing:  # first use on this server (or after a restart / SCRIPT FLUSH)
                 self.client.script_load(_APPLY_LUA)
-                results = [r for r in results if not isinstance(r, Exception)]
+                results = [r for r in results
+                           if not isinstance(r, redis.exceptions.NoScriptError)]
                 results += self._run(missing)
         except redis.RedisError as exc:
             raise BackendError(f"redis online-state update failed: {exc}") from exc
@@ -411,7 +417,7 @@ class MemoryOnlineState:
         self.config = config or OnlineConfig()
         self._lock = threading.Lock()
         self._users: dict[tuple[str, str], _MemoryUser] = {}
-        self._applied: dict[tuple[str, str], float] = {}  # (tenant, event id) -> expiry
+        self._applied: dict[tuple[str, str, str], float] = {}  # (tenant, user, event) -> expiry
         # (tenant, category, hour) -> item -> score
         self._buckets: dict[tuple[str, str, int], dict[str, float]] = {}
         self._trend_cache = _TrendingReadCache(self.config.trending_read_cache_seconds)
@@ -425,7 +431,7 @@ class MemoryOnlineState:
         with self._lock:
             self._sweep(now)
             for u in updates:
-                marker = (u.tenant, u.event_id)
+                marker = (u.tenant, u.user_id, u.event_id)
                 expiry = self._applied.get(marker)
                 if expiry is not None and expiry > now:
                     continue

@@ -41,7 +41,9 @@ def build_event_sink(
                 str(settings.eventhub_namespace), settings.eventhub_name, DefaultAzureCredential()
             )
         return EventHubSink(producer, max_retries=settings.eventhub_max_retries)
-    return DirectSink(lambda bodies: process_batch(backends.store, bodies, online))
+    return DirectSink(lambda bodies: process_batch(
+        backends.store, bodies, online, default_tenant=settings.default_tenant
+    ))
 
 
 def build_runtime(settings: Settings, backends: Backends) -> Runtime:

@@ -280,3 +280,17 @@ def test_users_state_and_trending_follow_the_events(new_env: EnvFactory) -> None
     assert env.online.trending("shop", 5) == [("shoe1", 6.0), ("hat1", 2.0)]
     assert env.online.trending("shop", 5, "hats") == [("hat1", 2.0)]
     assert env.online.trending("news", 5) == []
+
+
+def test_two_users_events_with_the_same_id_are_both_applied(new_env: EnvFactory) -> None:
+    """Event ids are unique per user (per-device counters are common): the store keys them
+    within the user's partition, and so must the batch and the Redis markers."""
+    env = new_env()
+    alice = event("1", userId="alice", itemId="a1", type="purchase")
+    bob = event("1", userId="bob", itemId="b1", type="purchase")
+    result = process_batch(env.store, [alice, bob], env.online)
+    assert (result.accepted, result.duplicates) == (2, 0)
+    assert env.online.read_user("shop", "bob").purchased == frozenset({"b1"})
+    later = event("1", userId="carol", itemId="c1", type="purchase")
+    process_batch(env.store, [later], env.online)
+    assert env.online.read_user("shop", "carol").purchased == frozenset({"c1"})

@@ -47,3 +47,11 @@ def test_bad_events_are_dead_lettered_with_reasons_and_the_rest_applied(
     text = " | ".join(reasons)
     for fragment in ("not valid JSON", "type", "userId", "future", "byte limit"):
         assert fragment in text
+
+
+def test_events_without_a_tenant_belong_to_the_default_tenant(store: DocumentStore) -> None:
+    body = json.loads(_body("no-tenant"))
+    del body["tenant"]
+    process_batch(store, [json.dumps(body).encode()], default_tenant="shop")
+    (doc,) = store.scan("events")
+    assert doc["tenant"] == "shop" and doc["pk"] == "shop|u1"

@@ -81,3 +81,10 @@ async def test_http_request_through_the_registered_asgi_function(
     response = await handler(health, None)
     assert response.status_code == 200
     assert json.loads(response.get_body()) == {"status": "ok"}
+
+
+def test_feedback_batches_are_retried_without_limit(functions: dict[str, Any]) -> None:
+    """A batch that fails (backend outage) must not be checkpointed past: retry forever."""
+    retry = functions["feedback"].get_settings_dict("retry_policy")  # what the worker reports
+    assert retry["strategy"] == "exponential_backoff"
+    assert retry["max_retry_count"] == "-1"

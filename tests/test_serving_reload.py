@@ -93,3 +93,21 @@ def test_an_experiment_variant_can_serve_an_older_version(
     versions = {b["variant"]: b["modelVersion"] for b in bodies}
     assert versions == {"old": v1, "new": v2}
     assert all(b["source"] == "cache" for b in bodies)
+
+
+def test_rolling_back_to_a_version_in_memory_makes_it_the_served_one(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str
+) -> None:
+    runtime = azure_runtime(redis_client, cosmos_endpoint, azurite_connection)
+    client = client_for(runtime)
+    v1 = publish_catalogue(runtime)
+    runtime.recommender.warm("default")
+    assert client.get("/api/recommendations/u1").json()["modelVersion"] == v1
+    v2 = publish_catalogue(runtime, seed=1)
+    client.get("/api/recommendations/u1")
+    runtime.recommender.models.wait_idle()
+    assert client.get("/api/recommendations/u1").json()["modelVersion"] == v2
+    set_active(runtime.backends.store, "default", v1)  # rollback; v1 is still loaded
+    assert client.get("/api/recommendations/u1").json()["modelVersion"] == v1
+    ready = client.get("/api/ready").json()
+    assert ready["model"]["activeVersion"] == ready["model"]["servingVersion"] == v1

@@ -51,6 +51,7 @@ from training.model import TrainedModel
 log = logging.getLogger(__name__)
 
 POPULAR_IN_VERSION = 100
+BULK_SOCKET_TIMEOUT_SECONDS = 30.0  # one fill chunk over TLS to a busy Redis
 CHUNK = 1000
 PENDING_MAX_AGE = timedelta(days=2)  # an unfinished fill older than this is abandoned
 RETRYABLE_STATUS = frozenset({408, 429, 449, 503})
@@ -366,7 +367,7 @@ class CacheWriter:
         packed = _resp_sets(keys, values, self.ttl)
         try:
             if self._conn is None:
-                self._conn = self.cache.client.connection_pool.get_connection()
+                self._conn = self._open()
             self._conn.send_packed_command([packed], check_health=False)
             self._pending.append(len(keys))
             while len(self._pending) > 1:
@@ -388,10 +389,17 @@ class CacheWriter:
             self._abandon()
             raise BackendError(f"redis write failed: {failed}")
 
+    def _open(self) -> Any:
+        """A connection of its own, with the pool's settings but a bulk socket timeout: a
+        chunk is megabytes, far beyond what the request path's sub-second timeout allows."""
+        assert isinstance(self.cache, RedisCache)
+        pool = self.cache.client.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": BULK_SOCKET_TIMEOUT_SECONDS}
+        return pool.connection_class(**kwargs)
+
     def _abandon(self) -> None:
         if self._conn is not None:
             self._conn.disconnect()
-            self.cache.client.connection_pool.release(self._conn)  # type: ignore[attr-defined]
             self._conn, self._pending = None, []
 
     def confirm(self) -> None:
@@ -415,7 +423,7 @@ class CacheWriter:
             return
         self.confirm()
         if self._conn is not None:
-            self.cache.client.connection_pool.release(self._conn)  # type: ignore[attr-defined]
+            self._conn.disconnect()
             self._conn = None
 
 

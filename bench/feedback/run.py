@@ -91,7 +91,8 @@ def raw_redis(client: redis.Redis, events: list[list[FeedbackEvent]], cfg: Onlin
             if u is None:
                 continue
             keys = user_state_keys(u.tenant, u.user_id)
-            pipe.set(applied_key(u.tenant, u.event_id), 1, nx=True, ex=cfg.dedupe_ttl_seconds)
+            marker = applied_key(u.tenant, u.user_id, u.event_id)
+            pipe.set(marker, 1, nx=True, ex=cfg.dedupe_ttl_seconds)
             if u.recent:
                 pipe.zadd(keys["recent"], {u.item_id: u.timestamp}, gt=True)
                 pipe.zremrangebyrank(keys["recent"], 0, -(cfg.recent_limit + 1))

@@ -78,15 +78,22 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_event(body: bytes | str) -> FeedbackEvent | str:
-    """The event, or a sentence saying why it cannot be accepted."""
+def parse_event(body: bytes | str, default_tenant: str = "default") -> FeedbackEvent | str:
+    """The event, or a sentence saying why it cannot be accepted.
+
+    An event without a tenant belongs to the deployment's default tenant, the one serving
+    answers for when a request names none.
+    """
     size = len(body.encode() if isinstance(body, str) else body)
     if size > MAX_EVENT_BYTES:
         return f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit"
     try:
-        return FeedbackEvent.model_validate_json(body)
+        event = FeedbackEvent.model_validate_json(body)
     except ValidationError as exc:
         return _reason(exc)
+    if "tenant" not in event.model_fields_set and event.tenant != default_tenant:
+        event = event.model_copy(update={"tenant": default_tenant})
+    return event
 
 
 def dead_letter_document(body: bytes | str, reason: str, now: datetime) -> dict[str, Any]:
@@ -145,20 +152,22 @@ def process_batch(
     bodies: Sequence[bytes | str],
     online: OnlineState | None = None,
     category_of: CategoryOf | None = None,
+    default_tenant: str = "default",
 ) -> BatchResult:
     """Applies one delivered batch; raises only when a backend fails (the batch is retried)."""
     result = BatchResult()
-    events: dict[str, FeedbackEvent] = {}  # by (tenant, id): one batch may repeat an event
+    events: dict[str, FeedbackEvent] = {}  # one batch may repeat an event
     dead: dict[str, dict[str, Any]] = {}
     now = datetime.now(UTC)
     for body in bodies:
-        parsed = parse_event(body)
+        parsed = parse_event(body, default_tenant)
         if isinstance(parsed, str):
             doc = dead_letter_document(body, parsed, now)
             dead[doc["id"]] = doc
             result.rejected.append(parsed)
             continue
-        events.setdefault(f"{parsed.tenant}|{parsed.event_id}", parsed)
+        # the store's identity of an event: its id within the user's partition
+        events.setdefault(f"{parsed.tenant}|{parsed.user_id}|{parsed.event_id}", parsed)
     if dead:
         store.upsert_many(DEADLETTERS, list(dead.values()))
         log.warning("dead-lettered %d of %d events", len(result.rejected), len(bodies))

@@ -427,6 +427,12 @@ class ModelCache:
         key = (model.tenant, model.version)
         data = self._loaded.get(key)
         if data is not None and data.complete:
+            if active and self._current.get(model.tenant) is not data:
+                # e.g. a rollback to a version still in memory: it is the one served now
+                with self._lock:
+                    self._current[model.tenant] = data
+                    self._wanted[model.tenant] = model.version
+                telemetry.model_served(model.tenant, model.version, _created_unix(model))
             return data
         if active:
             self._wanted[model.tenant] = model.version

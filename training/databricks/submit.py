@@ -1,17 +1,32 @@
 """Hands a tenant's retrain to the Databricks job (training/spark_job.py) with `jobs.run_now`.
 
-Authentication is the SDK's own: DATABRICKS_HOST plus the Function App's managed identity
-(ARM_USE_MSI / ARM_CLIENT_ID) or, for development, DATABRICKS_TOKEN. Nothing is logged but the
-run id.
+Authentication: DATABRICKS_HOST plus, for development, DATABRICKS_TOKEN (the SDK reads both);
+in Azure, without a token, a Microsoft Entra token for the Azure Databricks resource from the
+Function App's managed identity. Nothing is logged but the run id.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+AZURE_DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"  # the resource's app id
+
+
+def workspace_client() -> Any:
+    """The SDK's own configuration when it has a token; else the managed identity's token."""
+    from databricks.sdk import WorkspaceClient
+
+    if os.environ.get("DATABRICKS_TOKEN") or os.environ.get("DATABRICKS_CLIENT_SECRET"):
+        return WorkspaceClient()
+    from azure.identity import DefaultAzureCredential
+
+    token = DefaultAzureCredential().get_token(AZURE_DATABRICKS_SCOPE).token
+    return WorkspaceClient(host=os.environ.get("DATABRICKS_HOST"), token=token)
 
 
 def job_parameters(tenant: str, window_days: int) -> dict[str, str]:
@@ -22,9 +37,7 @@ def job_parameters(tenant: str, window_days: int) -> dict[str, str]:
 def submit_retrain(job_id: int, tenant: str, window_days: int, client: Any | None = None) -> int:
     """Starts one run of the job for `tenant` and returns its run id (does not wait for it)."""
     if client is None:
-        from databricks.sdk import WorkspaceClient
-
-        client = WorkspaceClient()
+        client = workspace_client()
     # One run per tenant and hour even if the timer fires twice (the job also allows only one
     # concurrent run): Databricks returns the existing run for a repeated idempotency token.
     token = f"retrain-{tenant}-{datetime.now(UTC):%Y%m%d%H}"
