@@ -1,8 +1,10 @@
 """The project's default recommendation pipeline: select, tune, blend, re-rank.
 
-1. carve a validation split from train (same protocol as the evaluation),
+1. carve validation folds from train (same protocol as the evaluation; several folds with
+   different seeds when the catalogue is small enough for that to stay cheap),
 2. pick model families by catalogue size/memory (`selector.choose`),
-3. tune each family and the blend weights on validation within a time budget,
+3. tune each family and the blend weights on the mean over the folds within a time budget
+   (EASE's regularisation for the refit is extrapolated from nested folds, see `tuning`),
 4. train a re-ranker on validation labels (kept only if it beats the blend on held-out users),
 5. refit the chosen models on all of train.
 """
@@ -24,6 +26,9 @@ from training.generators.selector import DEFAULT_MEMORY_BUDGET, choose, make
 from training.interactions import Interactions
 from training.splits import validation_split
 
+MULTI_FOLD_MAX_ITEMS = 5000  # above this a trial is costly: tune on one fold only
+MULTI_FOLD_MAX_INTERACTIONS = 2_000_000
+
 
 @dataclass
 class PipelineConfig:
@@ -35,6 +40,7 @@ class PipelineConfig:
     n_candidates: int = 50
     k: int = 10
     seed: int = 7
+    folds: int = 3  # validation folds when the data is small (stratified protocol only)
 
 
 @dataclass
@@ -65,10 +71,11 @@ class DefaultPipeline:
         cfg = self.config
         t0 = time.perf_counter()
         fit, val = validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed)
-        fit_m, val_m = fit.matrix(binary=True), val.matrix(binary=True)
+        fit_m = fit.matrix(binary=True)
         plan = choose(train.n_items, cfg.memory_budget)
         self.report.plan = plan.reason
-        tuned = tuning.tune(plan.members, fit_m, val_m, cfg.budget_seconds, cfg.k)
+        folds, nested = self._folds(train, fit, val)
+        tuned = tuning.tune(plan.members, folds, cfg.budget_seconds, cfg.k, nested)
         self.report.params = tuned.best
         self.report.weights = tuned.weights
         self.report.val_ndcg = tuned.blend_ndcg
@@ -97,6 +104,29 @@ class DefaultPipeline:
         self.blend.fit(self._train)
         self._ctx = reranker.build_context(train, categories) if self.model is not None else None
         self.report.seconds["refit"] = time.perf_counter() - t2
+
+    def _folds(
+        self, train: Interactions, fit: Interactions, val: Interactions
+    ) -> tuple[list[tuning.Fold], list[tuning.Fold]]:
+        """Validation folds (the first is `fit`/`val`) and, with several folds, nested folds
+        carved the same way from each fold's fit part (for EASE's refit regularisation).
+
+        Extra folds use other seeds of the stratified split; the temporal split has one answer,
+        and large data sets keep one fold so tuning cost stays proportional to a single fit.
+        """
+        cfg = self.config
+        small = train.n_items <= MULTI_FOLD_MAX_ITEMS and len(train) <= MULTI_FOLD_MAX_INTERACTIONS
+        n_folds = max(1, cfg.folds) if small and cfg.protocol == "stratified" else 1
+        parts = [(fit, val)]
+        for i in range(1, n_folds):
+            parts.append(validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed + i))
+        folds = [(f.matrix(binary=True), v.matrix(binary=True)) for f, v in parts]
+        nested: list[tuning.Fold] = []
+        if n_folds > 1:  # one fold is too noisy to extrapolate a trend from
+            for i, (f, _) in enumerate(parts):
+                sub_fit, sub_val = validation_split(f, cfg.protocol, cfg.val_fraction, cfg.seed + i)
+                nested.append((sub_fit.matrix(binary=True), sub_val.matrix(binary=True)))
+        return folds, nested
 
     def recommend(
         self, user_codes: npt.NDArray[np.integer], n: int, exclude: sparse.csr_matrix | None = None

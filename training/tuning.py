@@ -3,12 +3,18 @@
 Grids are expressed in scale-free terms (EASE lambda relative to the mean item count, kNN
 neighbours, ALS factors/regularisation/confidence), so the same search serves any dataset.
 Trials run cheapest-first in a fixed order and stop when the budget is spent.
+
+Every trial is scored as the mean nDCG over one or more validation folds (pairs of fit/validation
+matrices carved from train): one fold of ~1,000 users is noisy, so small catalogues use several.
+For EASE, whose best relative regularisation moves with the amount of data, `transfer_reg`
+measures that drift on nested folds (fit -> sub-fit) and extrapolates it to the final refit.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +63,11 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 BLEND_WEIGHTS = (0.0, 0.15, 0.3, 0.5, 0.75, 1.0)
 AUTO_BUDGET_FACTOR = 2.0
 MIN_BUDGET_SECONDS = 2.0
+REG_STEP = 2.0  # transfer_reg probes EASE reg_scale at this ratio around the tuned value
+MAX_REG_WALK = 3
+MAX_REG_SHIFT = 2.0  # transfer_reg moves reg_scale by at most this factor either way
+
+Fold = tuple[sparse.csr_matrix, sparse.csr_matrix]  # (fit matrix, validation matrix)
 
 
 @dataclass
@@ -69,7 +80,7 @@ class Trial:
 
 @dataclass
 class TuningResult:
-    """Best parameters per generator, the fitted best models on the fit split, and the log."""
+    """Best parameters per generator, the best models fitted on the first fold, and the log."""
 
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
     fitted: dict[str, CandidateGenerator] = field(default_factory=dict)
@@ -98,10 +109,24 @@ def val_ndcg(
     return metrics.ndcg_at_k(recs, val_m[users], k)
 
 
+def folds_ndcg(
+    name: str, params: dict[str, Any], folds: Sequence[Fold], k: int
+) -> tuple[float, CandidateGenerator]:
+    """Mean validation nDCG of `name(params)` fitted on each fold; the first fold's model."""
+    scores: list[float] = []
+    first: CandidateGenerator | None = None
+    for fit_m, val_m in folds:
+        gen = make(name, params)
+        gen.fit(fit_m)
+        scores.append(val_ndcg(gen, fit_m, val_m, k))
+        first = gen if first is None else first
+    assert first is not None
+    return float(np.mean(scores)), first
+
+
 def tune_generator(
     name: str,
-    fit_m: sparse.csr_matrix,
-    val_m: sparse.csr_matrix,
+    folds: Sequence[Fold],
     deadline: float | None,
     k: int = 10,
     grid: list[dict[str, Any]] | None = None,
@@ -113,9 +138,7 @@ def tune_generator(
         if best is not None and deadline is not None and time.perf_counter() > deadline:
             break
         t0 = time.perf_counter()
-        gen = make(name, params)
-        gen.fit(fit_m)
-        score = val_ndcg(gen, fit_m, val_m, k)
+        score, gen = folds_ndcg(name, params, folds, k)
         trials.append(Trial(name, params, score, time.perf_counter() - t0))
         if best is None or score > best[0]:
             best = (score, params, gen)
@@ -124,31 +147,33 @@ def tune_generator(
 
 
 def tune_blend(
-    members: list[CandidateGenerator],
-    fit_m: sparse.csr_matrix,
-    val_m: sparse.csr_matrix,
+    members: Sequence[Sequence[CandidateGenerator]],
+    folds: Sequence[Fold],
     k: int = 10,
 ) -> tuple[list[float], float]:
-    """Weight of each extra member relative to the first (weight 1), by validation nDCG.
+    """Weight of each extra member relative to the first (weight 1), by mean validation nDCG.
 
-    Member scores for the sampled users are computed once; each weight vector is then one
-    weighted sum and one top-k.
+    `members[f]` are the models fitted on fold f. Member scores for the sampled users are
+    computed once per fold; each weight vector is then one weighted sum and one top-k per fold.
     """
-    users = sample_users(val_m)
-    truth = val_m[users]
-    cached = [standardise_rows(m.scores(users)) for m in members]
-    exclude = fit_m[users]
+    cached = []
+    for fold_members, (fit_m, val_m) in zip(members, folds, strict=True):
+        users = sample_users(val_m)
+        parts = [standardise_rows(m.scores(users)) for m in fold_members]
+        cached.append((users, val_m[users], fit_m[users], parts, fit_m.shape[1]))
+    n_members = len(members[0])
 
     def score(w: list[float]) -> float:
-        total = sum(wi * c for wi, c in zip(w, cached, strict=True))
-        recs, _ = top_n(
-            lambda rows: np.asarray(total)[rows], np.arange(users.size), k, exclude, fit_m.shape[1]
-        )
-        return metrics.ndcg_at_k(recs, truth, k)
+        values = []
+        for users, truth, exclude, parts, n_items in cached:
+            total = np.asarray(sum(wi * c for wi, c in zip(w, parts, strict=True)))
+            recs, _ = top_n(total.__getitem__, np.arange(users.size), k, exclude, n_items)
+            values.append(metrics.ndcg_at_k(recs, truth, k))
+        return float(np.mean(values))
 
-    best_w = [1.0] + [0.0] * (len(members) - 1)
+    best_w = [1.0] + [0.0] * (n_members - 1)
     best_score = score(best_w)
-    for combo in itertools.product(BLEND_WEIGHTS, repeat=len(members) - 1):
+    for combo in itertools.product(BLEND_WEIGHTS, repeat=n_members - 1):
         if not any(combo):
             continue
         w = [1.0, *combo]
@@ -158,27 +183,100 @@ def tune_blend(
     return best_w, best_score
 
 
+def _peak(log_x: Sequence[float], y: Sequence[float]) -> float:
+    """Arg-max (in log space) of the parabola through three equally spaced points, kept inside
+    them; the best point when the curve is not concave."""
+    y0, y1, y2 = y
+    curvature = y0 - 2.0 * y1 + y2
+    if curvature >= 0:
+        return float(log_x[int(np.argmax(y))])
+    offset = 0.5 * (y0 - y2) / curvature
+    return float(log_x[1] + (log_x[1] - log_x[0]) * float(np.clip(offset, -1.0, 1.0)))
+
+
+def _curve_peak(
+    params: dict[str, Any],
+    folds: Sequence[Fold],
+    k: int,
+    known: dict[float, float],
+    level: str,
+    trials: list[Trial],
+) -> float:
+    """Log reg_scale of the best mean validation nDCG: start from params' reg_scale and its
+    REG_STEP neighbours, walk (at most MAX_REG_WALK steps) while the best point is at an end,
+    then fit a parabola through the best point and its two neighbours."""
+
+    def value(s: float) -> float:
+        if s not in known:
+            t0 = time.perf_counter()
+            p = {**params, "reg_scale": s}
+            known[s], _ = folds_ndcg("ease", p, folds, k)
+            trials.append(Trial(f"ease[{level}]", p, known[s], time.perf_counter() - t0))
+        return known[s]
+
+    base = float(params["reg_scale"])
+    scales = [base / REG_STEP, base, base * REG_STEP]
+    for _ in range(MAX_REG_WALK + 1):
+        ys = [value(s) for s in scales]
+        best = int(np.argmax(ys))
+        if best == 1:
+            break
+        scales = [s * (REG_STEP if best == 2 else 1.0 / REG_STEP) for s in scales]
+    else:
+        return float(np.log(scales[1]))  # still rising after the walk: stop at the last centre
+    return _peak([float(np.log(s)) for s in scales], ys)
+
+
+def transfer_reg(
+    params: dict[str, Any],
+    folds: Sequence[Fold],
+    nested: Sequence[Fold],
+    k: int = 10,
+    known: dict[float, float] | None = None,
+) -> tuple[dict[str, Any], list[Trial]]:
+    """EASE reg_scale for the refit on all of train, extrapolated from how the best value moves
+    between the nested level (sub-fit -> sub-validation) and the tuning level (fit -> validation).
+
+    The best reg_scale of each level is located by a parabola in log reg_scale; its log-shift per
+    log data-size step is carried one step further (fit -> train), bounded by MAX_REG_SHIFT.
+    `known` holds fold-mean scores already measured at the tuning level (by reg_scale).
+    """
+    trials: list[Trial] = []
+    peak_nested = _curve_peak(params, nested, k, {}, "nested", trials)
+    peak_fit = _curve_peak(params, folds, k, dict(known or {}), "fit", trials)
+    sub_nnz = float(np.mean([f.nnz for f, _ in nested]))
+    fit_nnz = float(np.mean([f.nnz for f, _ in folds]))
+    train_nnz = fit_nnz + float(np.mean([v.nnz for _, v in folds]))
+    steps = np.log(train_nnz / fit_nnz) / max(float(np.log(fit_nnz / max(sub_nnz, 1.0))), 1e-9)
+    bound = float(np.log(MAX_REG_SHIFT))
+    shift = float(np.clip((peak_fit - peak_nested) * steps, -bound, bound))
+    return {**params, "reg_scale": round(float(np.exp(peak_fit + shift)), 3)}, trials
+
+
 def tune(
     names: tuple[str, ...],
-    fit_m: sparse.csr_matrix,
-    val_m: sparse.csr_matrix,
+    folds: Sequence[Fold],
     budget_seconds: float | None = None,
     k: int = 10,
+    nested: Sequence[Fold] = (),
 ) -> TuningResult:
-    """Tune each generator, then the blend weights of the tuned models.
+    """Tune each generator on the mean over `folds`, then the blend weights of the tuned models.
 
     The first grid point of every family always runs. With no explicit budget, the rest of
     the search gets AUTO_BUDGET_FACTOR times what those first trials cost (at least
-    MIN_BUDGET_SECONDS), so tuning scales with the data instead of a fixed wall-clock figure.
+    MIN_BUDGET_SECONDS per fold), so tuning scales with the data instead of a fixed wall-clock
+    figure.
+    With `nested` folds (carved from each fold's fit part), EASE's reg_scale for the final refit
+    is extrapolated by `transfer_reg`; `best` then holds the refit parameters.
     """
     result = TuningResult()
     start = time.perf_counter()
     firsts: dict[str, tuple[dict[str, Any], CandidateGenerator, list[Trial]]] = {}
     for name in names:
-        firsts[name] = tune_generator(name, fit_m, val_m, None, k, GRIDS[name][:1])
+        firsts[name] = tune_generator(name, folds, None, k, GRIDS[name][:1])
     spent = time.perf_counter() - start
     if budget_seconds is None:
-        budget_seconds = max(MIN_BUDGET_SECONDS, AUTO_BUDGET_FACTOR * spent)
+        budget_seconds = max(MIN_BUDGET_SECONDS * len(folds), AUTO_BUDGET_FACTOR * spent)
     remaining = max(budget_seconds - spent, 0.0)
     share = remaining / max(len(names), 1)
     for name in names:
@@ -186,13 +284,29 @@ def tune(
         params, gen, trials = firsts[name]
         best_score = trials[0].ndcg
         if share > 0 and len(GRIDS[name]) > 1:
-            p2, g2, t2 = tune_generator(name, fit_m, val_m, deadline, k, GRIDS[name][1:])
+            p2, g2, t2 = tune_generator(name, folds, deadline, k, GRIDS[name][1:])
             trials = trials + t2
             if max(t.ndcg for t in t2) > best_score:
                 params, gen = p2, g2
         result.best[name] = params
         result.fitted[name] = gen
         result.trials.extend(trials)
-    members = [result.fitted[n] for n in names]
-    result.weights, result.blend_ndcg = tune_blend(members, fit_m, val_m, k)
+    per_fold: list[list[CandidateGenerator]] = [[result.fitted[n] for n in names]]
+    for fold in folds[1:]:
+        fold_members = []
+        for n in names:
+            gen = make(n, result.best[n])
+            gen.fit(fold[0])
+            fold_members.append(gen)
+        per_fold.append(fold_members)
+    result.weights, result.blend_ndcg = tune_blend(per_fold, folds, k)
+    if nested and "ease" in names and "reg_scale" in result.best["ease"]:
+        same_w = {
+            float(t.params["reg_scale"]): t.ndcg
+            for t in result.trials
+            if t.name == "ease"
+            and t.params.get("user_weight") == result.best["ease"].get("user_weight")
+        }
+        result.best["ease"], extra = transfer_reg(result.best["ease"], folds, nested, k, same_w)
+        result.trials.extend(extra)
     return result
