@@ -84,3 +84,16 @@ def test_artifacts_put_get_list(artifacts: ArtifactStore) -> None:
     with pytest.raises(ValueError, match="invalid artifact path"):
         artifacts.put("../escape", b"x")
     assert artifacts.ping()
+
+
+def test_store_scan_filters_on_fields_in_the_store(store: DocumentStore) -> None:
+    store.upsert_many("events", [
+        {"id": "e1", "pk": "a|u1", "tenant": "a", "type": "click"},
+        {"id": "e2", "pk": "a|u2", "tenant": "a", "type": "view"},
+        {"id": "e3", "pk": "b|u1", "tenant": "b", "type": "click"},
+    ])
+    assert sorted(d["id"] for d in store.scan("events", {"tenant": "a"})) == ["e1", "e2"]
+    assert [d["id"] for d in store.scan("events", {"tenant": "a", "type": "click"})] == ["e1"]
+    assert list(store.scan("events", {"tenant": "nobody"})) == []
+    with pytest.raises(ValueError, match="cannot filter"):
+        list(store.scan("events", {"tenant = 'a' OR 1=1 --": "x"}))

@@ -96,5 +96,5 @@ def read_events(
     store: DocumentStore, tenant: str, since: datetime | None = None
 ) -> Interactions | None:
     """The tenant's logged feedback (optionally only since a time) as interactions."""
-    builder = InteractionsBuilder(tenant, since).add_all(store.scan(EVENTS))
+    builder = InteractionsBuilder(tenant, since).add_all(store.scan(EVENTS, {"tenant": tenant}))
     return builder.build(f"events:{tenant}")

@@ -699,8 +699,9 @@ def expire_version(backends: Backends, tenant: str, version: str,
         users = [str(u) for u in load_model(backends.artifacts, tenant, version).user_ids.tolist()]
     except ArtifactNotFound:  # no artifact: find the documents the slow way
         users = [
-            str(d["pk"]).split("|", 1)[1] for d in backends.store.scan(RECOMMENDATIONS)
-            if d.get("version") == version and str(d.get("pk", "")).startswith(f"{tenant}|")
+            str(d["pk"]).split("|", 1)[1]
+            for d in backends.store.scan(RECOMMENDATIONS, {"version": version})
+            if str(d.get("pk", "")).startswith(f"{tenant}|")
         ]
     ids = [(candidates_doc_id(version, u), user_partition(tenant, u)) for u in users]
     with StoreWriter(backends.store, options or FillOptions()) as writer:

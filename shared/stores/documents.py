@@ -7,9 +7,10 @@ so a point read always names both the id and the partition key.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +38,11 @@ class DocumentStore(Protocol):
     def create(self, container: str, doc: Document) -> bool: ...
     def delete(self, container: str, item_id: str, partition_key: str) -> bool: ...
     def query_partition(self, container: str, partition_key: str) -> list[Document]: ...
-    def scan(self, container: str) -> Iterator[Document]: ...
+    def scan(self, container: str, where: Mapping[str, str] | None = None
+             ) -> Iterator[Document]:
+        """Every document of the container, or those whose top-level fields equal `where`
+        (filtered by the store, across partitions)."""
+        ...
     def ping(self) -> bool: ...
 
 
@@ -53,6 +58,18 @@ def _rows(docs: Iterable[Document]) -> list[tuple[str, str, str]]:
         item_id, pk = _check(d)
         rows.append((pk, item_id, json.dumps(d)))
     return rows
+
+
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _filter_fields(where: Mapping[str, str] | None) -> list[str]:
+    """The filter's field names, checked: they are written into the query text."""
+    fields = list(where or {})
+    bad = [f for f in fields if not _FIELD.match(f)]
+    if bad:
+        raise ValueError(f"cannot filter on field names {bad}")
+    return fields
 
 
 def _check(doc: Document) -> tuple[str, str]:
@@ -140,9 +157,14 @@ class SqliteStore:
             ).fetchall()
         return [dict(json.loads(r[0])) for r in rows]
 
-    def scan(self, container: str) -> Iterator[Document]:
+    def scan(self, container: str, where: Mapping[str, str] | None = None
+             ) -> Iterator[Document]:
+        fields = _filter_fields(where)
+        sql = f"SELECT body FROM {self._table(container)}"
+        if fields:
+            sql += " WHERE " + " AND ".join(f"json_extract(body, '$.{f}') = ?" for f in fields)
         with self._lock:
-            rows = self._db.execute(f"SELECT body FROM {self._table(container)}").fetchall()
+            rows = self._db.execute(sql, [str(v) for v in (where or {}).values()]).fetchall()
         for (body,) in rows:
             yield dict(json.loads(body))
 
@@ -267,12 +289,24 @@ class CosmosStore:
         except Exception as exc:
             raise BackendError(f"cosmos query failed: {exc}") from exc
 
-    def scan(self, container: str) -> Iterator[Document]:
-        rows = self._container(container).query_items(
-            "SELECT * FROM c", enable_cross_partition_query=True
-        )
-        for r in rows:
-            yield _without_system_fields(r)
+    def scan(self, container: str, where: Mapping[str, str] | None = None
+             ) -> Iterator[Document]:
+        fields = _filter_fields(where)
+        query = "SELECT * FROM c"
+        if fields:
+            query += " WHERE " + " AND ".join(f"c.{f} = @p{i}" for i, f in enumerate(fields))
+        params = [{"name": f"@p{i}", "value": str(v)}
+                  for i, v in enumerate((where or {}).values())]
+        try:
+            rows = self._container(container).query_items(
+                query, parameters=params, enable_cross_partition_query=True
+            )
+            for r in rows:
+                yield _without_system_fields(r)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"cosmos query failed: {exc}") from exc
 
     def ping(self) -> bool:
         try:
