@@ -7,8 +7,10 @@ everything runs embedded (in-process cache, SQLite, local folder, direct event c
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,3 +133,19 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings for this process, read once; tests build `Settings(...)` directly instead."""
     return Settings()
+
+
+def parse_json_setting(text: str | None, name: str, kind: type, shape: str) -> Any | None:
+    """A JSON-valued setting: None when empty, else the value, which must be a `kind`.
+
+    Raises ValueError naming the setting, so a bad value stops start-up with a sentence.
+    """
+    if not text or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be {shape}")
+    return value

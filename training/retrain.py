@@ -558,7 +558,3 @@ def train_and_publish(runtime: Runtime, data: Interactions, tenant: str,
         raise GateFailed(result.message)
     return result.published
 
-
-def retrain_from_events(runtime: Runtime, tenant: str) -> ModelVersion | None:
-    """Learn from the logged feedback; nothing to learn from is not an error."""
-    return retrain_tenant(runtime, tenant).published

@@ -15,9 +15,10 @@ experiment. The variant's settings override the defaults only where they are giv
 from __future__ import annotations
 
 import hashlib
-import json
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.settings import parse_json_setting
 
 
 class Variant(BaseModel):
@@ -86,14 +87,9 @@ class Experiments:
 
     @classmethod
     def parse(cls, text: str | None) -> Experiments:
-        if not text or not text.strip():
+        raw = parse_json_setting(text, "RECO_EXPERIMENTS", list, "a JSON list of experiments")
+        if raw is None:
             return cls()
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"RECO_EXPERIMENTS is not valid JSON: {exc}") from None
-        if not isinstance(raw, list):
-            raise ValueError("RECO_EXPERIMENTS must be a JSON list of experiments")
         try:
             return cls([Experiment.model_validate(e) for e in raw])
         except ValidationError as exc:

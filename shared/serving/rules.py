@@ -13,10 +13,11 @@ purchased, disliked, excluded or blocked item.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.settings import parse_json_setting
 
 
 class Pin(BaseModel):
@@ -54,14 +55,9 @@ class Rules:
 
     @classmethod
     def parse(cls, text: str | None, where: str = "RECO_RULES") -> Rules:
-        if not text or not text.strip():
+        raw = parse_json_setting(text, where, dict, "a JSON object keyed by tenant")
+        if raw is None:
             return cls()
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where} is not valid JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{where} must be a JSON object keyed by tenant")
         try:
             parsed = {str(t): TenantRules.model_validate(r) for t, r in raw.items()}
         except ValidationError as exc:
