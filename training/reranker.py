@@ -3,6 +3,11 @@
 Trained on candidates from models fitted on the fit split, labelled by the validation split.
 It is kept only when it beats the generator's own order on validation users it did not see
 (a gate), so a re-ranker never makes a published model worse offline.
+
+A least-squares regressor on the 0/1 labels, not a classifier: ranking needs only the order, and
+its ONNX graph (one TreeEnsembleRegressor, no label or probability outputs) runs several times
+faster per request. 40 trees of 8 leaves matched 150 trees of 15 leaves on ML-100k's temporal
+split (nDCG@10 0.2095 against 0.2065) at about a sixth of the serving cost.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from shared.reranking.features import FEATURES, ItemTable, build_features, window_counts
@@ -105,13 +110,14 @@ def labels(
     return (np.asarray(truth[rows, cols]).ravel() > 0) & (cand.ravel() >= 0)
 
 
-def new_model(seed: int = 0) -> HistGradientBoostingClassifier:
-    """Small, regularised trees: a few hundred thousand rows, must train in seconds."""
+def new_model(seed: int = 0) -> HistGradientBoostingRegressor:
+    """Few small, regularised trees: they train in seconds and score 100 candidates in tens of
+    microseconds at request time."""
     cst = [MONOTONIC.get(name, 0) for name in FEATURES]
-    return HistGradientBoostingClassifier(
-        max_iter=150,
-        learning_rate=0.05,
-        max_leaf_nodes=15,
+    return HistGradientBoostingRegressor(
+        max_iter=40,
+        learning_rate=0.15,
+        max_leaf_nodes=8,
         min_samples_leaf=100,
         l2_regularization=1.0,
         monotonic_cst=cst,
@@ -121,11 +127,11 @@ def new_model(seed: int = 0) -> HistGradientBoostingClassifier:
 
 
 def reorder(
-    model: HistGradientBoostingClassifier, cand: IntArray, feats: npt.NDArray[np.float32]
+    model: HistGradientBoostingRegressor, cand: IntArray, feats: npt.NDArray[np.float32]
 ) -> tuple[IntArray, npt.NDArray[np.float32]]:
-    """Candidates sorted by re-ranker probability (padding stays last)."""
+    """Candidates sorted by re-ranker score (padding stays last)."""
     with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        p = model.predict_proba(feats)[:, 1].reshape(cand.shape).astype(np.float32)
+        p = model.predict(feats).reshape(cand.shape).astype(np.float32)
     p[cand < 0] = -1.0
     order = np.argsort(-p, axis=1, kind="stable")
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(p, order, axis=1)
@@ -133,7 +139,7 @@ def reorder(
 
 @dataclass
 class RerankerFit:
-    model: HistGradientBoostingClassifier | None  # None: the gate rejected it
+    model: HistGradientBoostingRegressor | None  # None: the gate rejected it
     base_ndcg: float
     reranked_ndcg: float
 
@@ -162,7 +168,7 @@ def train_reranker(
         return RerankerFit(None, 0.0, 0.0)
     probe = new_model(seed)
     with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        probe.fit(feats[rows_a], y[rows_a])
+        probe.fit(feats[rows_a], y[rows_a].astype(np.float32))
     truth_b = val_m[users[~half]]
     base = metrics.ndcg_at_k(cand[~half], truth_b, k)
     reranked, _ = reorder(probe, cand[~half], feats[~rows_a])
@@ -171,19 +177,18 @@ def train_reranker(
         return RerankerFit(None, base, gain)
     model = new_model(seed)
     with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        model.fit(feats, y)
+        model.fit(feats, y.astype(np.float32))
     return RerankerFit(model, base, gain)
 
 
-def to_onnx(model: HistGradientBoostingClassifier) -> bytes:
-    """ONNX bytes with a float input 'features' (n x len(FEATURES)) and plain probability output."""
+def to_onnx(model: HistGradientBoostingRegressor) -> bytes:
+    """ONNX bytes with a float input 'features' (n x len(FEATURES)) and one score column."""
     from skl2onnx import to_onnx as _to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
     onx = _to_onnx(
         model,
         initial_types=[("features", FloatTensorType([None, len(FEATURES)]))],
-        options={id(model): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     return bytes(onx.SerializeToString())
