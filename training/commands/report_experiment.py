@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         docs: Any = iter_event_documents(args.capture)
         source = f"{len(args.capture)} capture path(s)"
     else:
-        docs = runtime.backends.store.scan(EVENTS)
+        docs = runtime.backends.store.scan(EVENTS, {"tenant": tenant})  # filtered in the store
         source = f"the {runtime.backends.store.name} events store"
     for doc in docs:
         if doc.get("type") not in ("impression", "click"):
