@@ -80,6 +80,17 @@ class UserState:
         return self.purchased | self.disliked
 
 
+@dataclass(frozen=True, slots=True)
+class RankingState:
+    """What ranking a user's candidates needs from online state: the recent items (the
+    re-ranker's context) and every item not to recommend again (seen, purchased, disliked).
+
+    Read on every recommendation: in Redis the three sets come back as one SUNION reply."""
+
+    recent: list[str] = field(default_factory=list)  # most recent first
+    hidden: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class OnlineUpdate:
     """What one accepted event changes in online state (built by the feedback processor)."""
@@ -121,16 +132,17 @@ class OnlineState(Protocol):
 
     def read_user(self, tenant: str, user_id: str) -> UserState: ...
 
-    def read_user_with(
+    def read_ranking_with(
         self, tenant: str, user_id: str, extra_key: str
-    ) -> tuple[UserState, bytes | None]:
-        """The user's state and the cache value at `extra_key` (the candidates), one round trip."""
+    ) -> tuple[RankingState, bytes | None]:
+        """What ranking needs of the user's state and the cache value at `extra_key` (the
+        candidates), one round trip."""
         ...
 
-    async def read_user_with_async(
+    async def read_ranking_with_async(
         self, tenant: str, user_id: str, extra_key: str
-    ) -> tuple[UserState, bytes | None]:
-        """`read_user_with` for the event loop (never blocks it)."""
+    ) -> tuple[RankingState, bytes | None]:
+        """`read_ranking_with` for the event loop (never blocks it)."""
         ...
 
     def trending(
@@ -329,35 +341,47 @@ class RedisOnlineState:
         except redis.RedisError as exc:
             raise redis_error("redis online-state read", exc) from exc
 
-    def read_user_with(
+    @staticmethod
+    def _ranking_commands(tenant: str, user_id: str, extra_key: str) -> list[tuple[str, ...]]:
+        """Three commands: the user's keys share a slot, so one SUNION unites the three sets
+        (the keys are `user_state_keys`, built here without its dict: this is every request)."""
+        base = f"{tenant_tag(tenant)}:u:{user_id}:"
+        return [
+            ("ZRANGE", base + "recent", "0", "-1", "REV"),
+            ("SUNION", base + "seen", base + "purchased", base + "disliked"),
+            ("GET", extra_key),
+        ]
+
+    @staticmethod
+    def _ranking_from(values: Sequence[Any]) -> tuple[RankingState, bytes | None]:
+        recent, hidden, extra = values
+        state = RankingState(
+            recent=[_as_str(i) for i in recent] if recent else [],
+            hidden=frozenset(_as_str(i) for i in hidden) if hidden else frozenset(),
+        )
+        return state, (extra.encode() if isinstance(extra, str) else extra)
+
+    def read_ranking_with(
         self, tenant: str, user_id: str, extra_key: str
-    ) -> tuple[UserState, bytes | None]:
+    ) -> tuple[RankingState, bytes | None]:
         try:
             pipe = self.client.pipeline(transaction=False)
-            self._queue_user(pipe, tenant, user_id)
-            pipe.get(extra_key)
+            for command in self._ranking_commands(tenant, user_id, extra_key):
+                pipe.execute_command(*command)
             values = pipe.execute()
         except redis.RedisError as exc:
             raise redis_error("redis online-state read", exc) from exc
-        extra = values[4]
-        return self._user_from(values[:4]), (extra.encode() if isinstance(extra, str) else extra)
+        return self._ranking_from(values)
 
-    async def read_user_with_async(
+    async def read_ranking_with_async(
         self, tenant: str, user_id: str, extra_key: str
-    ) -> tuple[UserState, bytes | None]:
-        """`read_user_with` on the event loop: the same five commands in one round trip."""
+    ) -> tuple[RankingState, bytes | None]:
+        """`read_ranking_with` on the event loop: the same three commands in one round trip."""
         if self.aio is None:
-            return await asyncio.to_thread(self.read_user_with, tenant, user_id, extra_key)
-        keys = user_state_keys(tenant, user_id)
-        values = await self.aio.pipelined([
-            ("ZRANGE", keys["recent"], 0, -1, "REV"),
-            ("SMEMBERS", keys["seen"]),
-            ("SMEMBERS", keys["purchased"]),
-            ("SMEMBERS", keys["disliked"]),
-            ("GET", extra_key),
-        ])
-        extra = values[4]
-        return self._user_from(values[:4]), (extra.encode() if isinstance(extra, str) else extra)
+            return await asyncio.to_thread(self.read_ranking_with, tenant, user_id, extra_key)
+        return self._ranking_from(
+            await self.aio.pipelined(self._ranking_commands(tenant, user_id, extra_key))
+        )
 
     def trending(
         self, tenant: str, n: int, category: str | None = None
@@ -407,7 +431,7 @@ class _MemoryUser:
 class MemoryOnlineState:
     """The embedded default: the same semantics in process memory, guarded by one lock.
 
-    `read_user_with` reads the extra key from the embedded hot cache it is given.
+    `read_ranking_with` reads the extra key from the embedded hot cache it is given.
     """
 
     name = "memory"
@@ -480,16 +504,17 @@ class MemoryOnlineState:
                 disliked=frozenset(user.sets.get("disliked", ())),
             )
 
-    def read_user_with(
+    def read_ranking_with(
         self, tenant: str, user_id: str, extra_key: str
-    ) -> tuple[UserState, bytes | None]:
+    ) -> tuple[RankingState, bytes | None]:
         extra = None if self._cache is None else self._cache.get(extra_key)
-        return self.read_user(tenant, user_id), extra
+        user = self.read_user(tenant, user_id)
+        return RankingState(user.recent, user.seen | user.purchased | user.disliked), extra
 
-    async def read_user_with_async(
+    async def read_ranking_with_async(
         self, tenant: str, user_id: str, extra_key: str
-    ) -> tuple[UserState, bytes | None]:
-        return self.read_user_with(tenant, user_id, extra_key)  # in memory: nothing to wait for
+    ) -> tuple[RankingState, bytes | None]:
+        return self.read_ranking_with(tenant, user_id, extra_key)  # in memory: nothing to wait
 
     def trending(
         self, tenant: str, n: int, category: str | None = None

@@ -82,17 +82,33 @@ def test_trending_decays_with_age_and_is_kept_per_category(online: OnlineState) 
     assert [i for i, _ in online.trending("t1", 1)] == ["new"]
 
 
-def test_read_user_with_returns_the_cached_candidates_too() -> None:
+def test_read_ranking_with_returns_the_cached_candidates_too() -> None:
     lru = LruCache()
     lru.set_many({"reco:t1:v1:u:u1": b"candidates"})
     state = MemoryOnlineState(lru, CONFIG)
     state.apply([_u("e1", "a", kind="purchase")])
-    user, extra = state.read_user_with("t1", "u1", "reco:t1:v1:u:u1")
-    assert (user.purchased, extra) == ({"a"}, b"candidates")
-    assert state.read_user_with("t1", "u1", "missing")[1] is None
+    ranking, extra = state.read_ranking_with("t1", "u1", "reco:t1:v1:u:u1")
+    assert (ranking.hidden, extra) == ({"a"}, b"candidates")
+    assert state.read_ranking_with("t1", "u1", "missing")[1] is None
 
 
-def test_redis_read_user_with_is_one_round_trip_over_the_cache_client(
+def test_the_ranking_read_unites_the_user_sets_and_keeps_recent_order(
+    online: OnlineState,
+) -> None:
+    online.apply([
+        _u("e1", "a", ago=50), _u("e2", "b", ago=40), _u("e3", "c", ago=30),
+        _u("e4", "d", ago=20, kind="purchase"), _u("e5", "x", kind="dislike"),
+    ])
+    full = online.read_user("t1", "u1")
+    ranking, extra = online.read_ranking_with("t1", "u1", "reco:t1:v1:u:u1")
+    assert ranking.recent == full.recent == ["d", "c", "b"]
+    assert ranking.hidden == full.seen | full.excluded == {"a", "b", "c", "d", "x"}
+    assert extra is None
+    nobody, _ = online.read_ranking_with("t1", "nobody", "missing")
+    assert (nobody.recent, nobody.hidden) == ([], frozenset())
+
+
+def test_redis_read_ranking_with_is_one_round_trip_over_the_cache_client(
     redis_client: redis.Redis,
 ) -> None:
     cache = RedisCache(redis_client)
@@ -109,10 +125,10 @@ def test_redis_read_user_with_is_one_round_trip_over_the_cache_client(
 
     redis_client.pipeline = counting_pipeline  # type: ignore[method-assign]
     try:
-        user, extra = online.read_user_with("t1", "u1", "reco:t1:v1:u:u1")
+        ranking, extra = online.read_ranking_with("t1", "u1", "reco:t1:v1:u:u1")
     finally:
         del redis_client.pipeline
-    assert (user.purchased, extra, len(calls)) == ({"a"}, b"candidates", 1)
+    assert (ranking.hidden, extra, len(calls)) == ({"a"}, b"candidates", 1)
 
 
 def test_all_keys_of_a_tenant_live_in_one_cluster_slot(redis_client: redis.Redis) -> None:

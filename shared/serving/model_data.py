@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ import numpy.typing as npt
 from shared import telemetry
 from shared.model_registry import ModelVersion
 from shared.reranking.features import FEATURES, ItemTable
+from shared.serving.item_index import ItemIndex
 from shared.serving.resilience import CircuitBreaker
 from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
 
@@ -48,28 +49,36 @@ STATIC_FEATURES = ["log_pop", "pop_pct", "mean_weight"]  # per item, not per req
 
 @dataclass(frozen=True)
 class FeatureTable:
-    """Re-ranker inputs that depend on the item alone, by item code (built once per version)."""
+    """Re-ranker inputs that depend on the item alone, by item code (built once per version).
 
-    static: npt.NDArray[np.float32]  # items+1 x STATIC_FEATURES
+    `rows` holds one full feature row per item with the item-only columns filled in and zeros
+    elsewhere: a request gathers its candidates' rows in one `take` and only writes the
+    columns that depend on the request.
+    """
+
+    rows: npt.NDArray[np.float32]  # items+1 x FEATURES, STATIC_FEATURES filled, others 0
     pop_floor: npt.NDArray[np.float64]  # max(popularity, 1): window_share's denominator
-    first_seen: npt.NDArray[np.float64]
-    last_seen: npt.NDArray[np.float64]
+    seen: npt.NDArray[np.float64]  # items+1 x 2: first_seen, last_seen (unix seconds)
     categories: npt.NDArray[np.float32]  # items+1 x categories, 0/1
     category_norm: npt.NDArray[np.float32]  # each item's category vector length
 
     @classmethod
     def build(cls, table: ItemTable, pop_pct: npt.NDArray[np.float32]) -> FeatureTable:
         pop = table.popularity.astype(np.float64)
-        static = np.stack(
-            [np.log1p(pop), pop_pct.astype(np.float64), table.mean_weight.astype(np.float64)],
-            axis=1,
-        ).astype(np.float32)
+        static = {  # computed as build_features computes them (float64, then float32)
+            "log_pop": np.log1p(pop),
+            "pop_pct": pop_pct.astype(np.float64),
+            "mean_weight": table.mean_weight.astype(np.float64),
+        }
+        assert list(static) == STATIC_FEATURES
+        rows = np.zeros((pop.size, len(FEATURES)), dtype=np.float32)
+        for name, values in static.items():
+            rows[:, FEATURES.index(name)] = values.astype(np.float32)
         cats = np.ascontiguousarray(table.categories, dtype=np.float32)
         return cls(
-            static=static,
+            rows=rows,
             pop_floor=np.maximum(pop, 1.0),
-            first_seen=table.first_seen.astype(np.float64),
-            last_seen=table.last_seen.astype(np.float64),
+            seen=np.stack([table.first_seen, table.last_seen], axis=1).astype(np.float64),
             categories=cats,
             category_norm=np.linalg.norm(cats, axis=1).astype(np.float32),
         )
@@ -137,6 +146,7 @@ class VersionData:
     popular_scores: npt.NDArray[np.float32] = field(init=False)
     category_codes: list[tuple[int, ...]] = field(init=False)  # per item code, for diversity
     _features: FeatureTable | None = field(init=False, default=None, repr=False)
+    _item_index: ItemIndex = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         rows, cols = np.nonzero(self.item_categories)
@@ -146,6 +156,7 @@ class VersionData:
         self.category_codes = [tuple(c) for c in per_item]
         self.popular_ids = [i for i, _ in self.popular]
         self.popular_scores = np.array([s for _, s in self.popular], dtype=np.float32)
+        self._item_index = ItemIndex(self.index, self.n_items)
 
     @property
     def n_items(self) -> int:
@@ -159,9 +170,9 @@ class VersionData:
             table = self._features = FeatureTable.build(self.table, self.pop_pct)
         return table
 
-    def codes(self, items: list[str]) -> IntArray:
-        get, unknown = self.index.get, self.n_items
-        return np.array([get(i, unknown) for i in items], dtype=np.int64)
+    def codes(self, items: Sequence[str]) -> IntArray:
+        """Item codes (`n_items` for unknown ids)."""
+        return self._item_index.codes(items)
 
     def categories_of(self, code: int) -> list[str]:
         return [self.category_names[j] for j in self.category_codes[code]]

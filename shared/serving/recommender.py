@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 import numpy as np
@@ -33,7 +33,7 @@ from shared.keys import (
     user_partition,
 )
 from shared.model_registry import ActiveModels, ModelVersion
-from shared.online_state import OnlineState, UserState
+from shared.online_state import OnlineState, RankingState, UserState
 from shared.serving.experiments import Experiments
 from shared.serving.model_data import ModelCache, VersionData
 from shared.serving.ranking import Scored, Source, rerank, select
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 RECOMMENDATIONS = "recommendations"
 EVENTS = "events"
 EMPTY_STATE = UserState()
+NOTHING_KNOWN = RankingState()  # a user without online state, or state unreadable
 TRENDING_DEPTH = 500  # trending items read per tenant (features and the trending list)
 FloatArray = npt.NDArray[np.float32]
 
@@ -64,7 +65,7 @@ class RegistryUnavailable(RuntimeError):
     """This process has never seen the tenant and the store cannot be read to find its model."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Query:
     tenant: str
     user_id: str
@@ -74,7 +75,7 @@ class Query:
     recent: tuple[str, ...] = ()  # the app's session context, most recent first
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """What one request is served with: the version's data, its cache key, the variant."""
 
@@ -86,14 +87,15 @@ class _Plan:
     variant: str | None
 
 
-@dataclass(frozen=True)
-class RankedItem:
+class RankedItem(NamedTuple):
+    """One item of an answer (a named tuple: cheaper to build than a frozen dataclass)."""
+
     item_id: str
     score: float
     rank: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Answer:
     tenant: str
     user_id: str
@@ -118,7 +120,7 @@ class Answer:
         })
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemList:
     """Popular, trending or similar items: not personalised, same item shape."""
 
@@ -144,8 +146,17 @@ def _ranked(chosen: list[Scored]) -> list[RankedItem]:
 
 
 def _decode(raw: bytes | dict[str, Any]) -> tuple[list[str], FloatArray]:
-    data = raw if isinstance(raw, dict) else orjson.loads(raw)
-    return [str(i) for i in data["items"]], np.asarray(data["scores"], dtype=np.float32)
+    """A cached value (JSON bytes, whose ids our writers always write as strings) or a store
+    document (ids made strings, as the store may hold anything)."""
+    if isinstance(raw, dict):
+        items = [str(i) for i in raw["items"]]
+        scores = raw["scores"]
+    else:
+        data = orjson.loads(raw)
+        items, scores = data["items"], data["scores"]
+        if type(items) is not list:
+            raise TypeError("items is not a list")
+    return items, np.fromiter(scores, np.float32, len(scores))
 
 
 class Recommender:
@@ -229,13 +240,14 @@ class Recommender:
 
     # -- backend reads, each under its breaker ---------------------------------------------
 
-    def _read_user(self, tenant: str, user_id: str, key: str) -> tuple[UserState, bytes | None]:
+    def _read_user(self, tenant: str, user_id: str, key: str
+                   ) -> tuple[RankingState, bytes | None]:
         online = self.online
         if online is None:
-            return EMPTY_STATE, self.breakers.cache.call(lambda: self._b.cache.get(key),
-                                                         self._retry)
+            return NOTHING_KNOWN, self.breakers.cache.call(lambda: self._b.cache.get(key),
+                                                           self._retry)
         return self.breakers.cache.call(
-            lambda: online.read_user_with(tenant, user_id, key), self._retry
+            lambda: online.read_ranking_with(tenant, user_id, key), self._retry
         )
 
     def _user_state(self, tenant: str, user_id: str) -> tuple[UserState, bool]:
@@ -415,30 +427,30 @@ class Recommender:
         key = candidates_cache_key(q.tenant, data.version, q.user_id)
         return _Plan(data, key, use_reranker, share, experiment, variant)
 
-    def _read_cached(self, q: Query, key: str) -> tuple[UserState, bytes | None, bool]:
+    def _read_cached(self, q: Query, key: str) -> tuple[RankingState, bytes | None, bool]:
         """Online state and cached candidates; whether the read failed (the answer degrades)."""
         try:
             state, raw = self._read_user(q.tenant, q.user_id, key)
         except Exception as exc:
             log.debug("cache unavailable, reading the store: %s", exc)
-            return EMPTY_STATE, None, True
+            return NOTHING_KNOWN, None, True
         return state, raw, False
 
     async def _read_cached_async(self, q: Query, key: str
-                                 ) -> tuple[UserState, bytes | None, bool]:
+                                 ) -> tuple[RankingState, bytes | None, bool]:
         online = self.online
         try:
             if online is None:
                 cache = self._b.cache
                 raw = await self.breakers.cache.call_async(lambda: cache.get_async(key),
                                                            self._retry)
-                return EMPTY_STATE, raw, False
+                return NOTHING_KNOWN, raw, False
             state, raw = await self.breakers.cache.call_async(
-                lambda: online.read_user_with_async(q.tenant, q.user_id, key), self._retry
+                lambda: online.read_ranking_with_async(q.tenant, q.user_id, key), self._retry
             )
         except Exception as exc:
             log.debug("cache unavailable, reading the store: %s", exc)
-            return EMPTY_STATE, None, True
+            return NOTHING_KNOWN, None, True
         return state, raw, False
 
     @staticmethod
@@ -449,7 +461,7 @@ class Recommender:
             log.warning("unreadable cache value at %s, reading the store: %s", key, exc)
             return None
 
-    def _answer(self, q: Query, plan: _Plan, state: UserState, raw: bytes | None,
+    def _answer(self, q: Query, plan: _Plan, state: RankingState, raw: bytes | None,
                 degraded: bool) -> Answer:
         """After the cache read: on a miss the store (written back), else cold start; then the
         ranking. May block (store, trending reads)."""
@@ -471,14 +483,14 @@ class Recommender:
             window = self._window_pop(q.tenant, data)
         return self._rank(q, plan, state, found, source, degraded, window)
 
-    def _rank(self, q: Query, plan: _Plan, state: UserState,
+    def _rank(self, q: Query, plan: _Plan, state: RankingState,
               found: tuple[list[str], FloatArray] | None, source: str, degraded: bool,
               window: FloatArray | None) -> Answer:
         """Re-rank, filters, rules, diversity, top k; cold start when there are no candidates
         (which reads trending: blocking)."""
         data = plan.data
         rules = self.rules.for_tenant(q.tenant)
-        excluded = q.exclude | state.excluded | state.seen | set(q.recent)
+        excluded = q.exclude | state.hidden | set(q.recent)
         recent = [*q.recent, *(i for i in state.recent if i not in q.recent)]
         if found is not None:
             items, scores = found
@@ -493,7 +505,9 @@ class Recommender:
                     head = rerank(data, codes[:w], scores[:w], recent, window,
                                   float(len(state.recent)))
                     telemetry.reranked((time.perf_counter() - t0) * 1e3)
-                personal = [(items[:w], head, codes[:w]), (items[w:], scores[w:], codes[w:])]
+                personal = [(items, head, codes)] if len(items) <= w else [
+                    (items[:w], head, codes[:w]), (items[w:], scores[w:], codes[w:])
+                ]
             # No top-up from popular items: the stored list already leaves out what the user
             # interacted with in training, popular items outside it mostly are those.
             chosen = select(data, personal, q.k, excluded, q.categories, rules, plan.share)

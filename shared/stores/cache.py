@@ -107,6 +107,24 @@ def redis_error(what: str, exc: redis.RedisError) -> BackendError:
     return BackendError(f"{what} failed: {exc}")
 
 
+def _pack(commands: Sequence[tuple[Any, ...]]) -> bytes | None:
+    """The commands in RESP, as redis-py packs them, when every argument is a str, bytes or
+    int (None otherwise: redis-py packs them). redis-py's packer costs ~2 µs a command, most
+    of a small read's client-side work."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                arg = arg.encode()
+            elif type(arg) is int:
+                arg = b"%d" % arg
+            elif not isinstance(arg, bytes):
+                return None
+            out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
 class AsyncRedis:
     """redis.asyncio connection pools, one per event loop (a connection belongs to the loop that
     opened it: uvicorn and the Functions host run one loop, test clients one per request).
@@ -153,7 +171,7 @@ class AsyncRedis:
                 raise redis_error("redis read", exc) from exc
             try:
                 async with asyncio.timeout(conn.socket_timeout):
-                    packed = conn.pack_commands(commands)
+                    packed = _pack(commands) or conn.pack_commands(commands)
                     try:
                         await conn.send_packed_command(packed, check_health=False)
                         first = await conn.read_response(timeout=math.inf)
