@@ -108,6 +108,7 @@ class Reranker:
         cols = [FEATURES.index(f) for f in features]
         self.columns: list[int] | None = None if cols == list(range(len(FEATURES))) else cols
         outputs = [o.name for o in self.session.get_outputs()]
+        # Versions published before the re-ranker became a regressor carry a classifier.
         self.output = "probabilities" if "probabilities" in outputs else outputs[-1]
 
     def score(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -40,7 +40,7 @@ def rerank(
     n_user: float,
     now: float | None = None,
 ) -> FloatArray:
-    """Re-ranker probabilities for the candidates (the generator scores if there is none).
+    """Re-ranker scores for the candidates (the generator scores if there is none).
 
     `window_pop`: trailing-window popularity indexed by item code (None: no feedback yet).
     """
