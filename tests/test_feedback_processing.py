@@ -55,3 +55,12 @@ def test_events_without_a_tenant_belong_to_the_default_tenant(store: DocumentSto
     process_batch(store, [json.dumps(body).encode()], default_tenant="shop")
     (doc,) = store.scan("events")
     assert doc["tenant"] == "shop" and doc["pk"] == "shop|u1"
+
+
+def test_dead_letters_name_the_user_their_body_names(store: DocumentStore) -> None:
+    body = json.loads(_body("bad-type", type="teleport"))
+    del body["tenant"]
+    process_batch(store, [json.dumps(body).encode(), b"{broken", _body("x", userId=7)],
+                  default_tenant="shop")
+    owners = sorted((d.get("tenant", ""), d.get("userId", "")) for d in store.scan("deadletters"))
+    assert owners == [("", ""), ("", ""), ("shop", "u1")]  # no JSON / no string userId: no owner

@@ -224,16 +224,21 @@ def test_deleting_a_user_removes_everything_stored_about_them(catalogue) -> None
     v2 = publish_catalogue(runtime)  # a second version: two candidate docs for u1
     client = client_for(runtime)
     client.post("/api/events", json=_events("u1", ("i00", "view"), ("i01", "purchase")))
+    bad = [{"eventId": "e9", "userId": u, "itemId": "i02", "type": "teleport"}
+           for u in ("u1", "u2")]
+    client.post("/api/events", json=bad)  # dead-lettered, each naming its user
     cache = runtime.backends.cache.client
     assert cache.exists(candidates_cache_key("default", v1, "u1"))
     response = client.delete("/api/users/u1")
     assert response.status_code == 200
     removed = response.json()["removed"]
     assert removed["recommendations"] == 2 and removed["events"] == 2
+    assert removed["deadLetters"] == 1
     assert removed["cacheKeys"] == 2 and removed["onlineState"] >= 2
     store = runtime.backends.store
     assert store.query_partition("recommendations", "default|u1") == []
     assert store.query_partition("events", "default|u1") == []
+    assert [d["userId"] for d in store.scan("deadletters")] == ["u2"]  # another user's stays
     assert not cache.exists(candidates_cache_key("default", v1, "u1"))
     assert not cache.exists(candidates_cache_key("default", v2, "u1"))
     assert runtime.online.read_user("default", "u1").purchased == frozenset()

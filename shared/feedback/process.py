@@ -15,6 +15,7 @@ Step 2 runs before step 3, so a failure anywhere leaves nothing that a re-run wo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -96,10 +97,27 @@ def parse_event(body: bytes | str, default_tenant: str = "default") -> FeedbackE
     return event
 
 
-def dead_letter_document(body: bytes | str, reason: str, now: datetime) -> dict[str, Any]:
+def _owner(text: str, default_tenant: str) -> dict[str, str]:
+    """The tenant and user a rejected body names, when it is a JSON object with a string
+    `userId`: kept beside the body so that deleting the user finds their dead letters too."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("userId"), str):
+        return {}
+    tenant = data.get("tenant")
+    return {"tenant": tenant if isinstance(tenant, str) else default_tenant,
+            "userId": data["userId"]}
+
+
+def dead_letter_document(
+    body: bytes | str, reason: str, now: datetime, default_tenant: str = "default"
+) -> dict[str, Any]:
     raw = body.encode() if isinstance(body, str) else body
     text = raw.decode("utf-8", errors="replace")
     return {
+        **_owner(text, default_tenant),
         # Same body, same id: a redelivered bad event is recorded once.
         "id": hashlib.sha256(raw).hexdigest()[:32],
         "pk": now.strftime("%Y-%m-%d"),
@@ -111,8 +129,11 @@ def dead_letter_document(body: bytes | str, reason: str, now: datetime) -> dict[
     }
 
 
-def dead_letter(store: DocumentStore, body: bytes, reason: str) -> None:
-    store.upsert(DEADLETTERS, dead_letter_document(body, reason, datetime.now(UTC)))
+def dead_letter(
+    store: DocumentStore, body: bytes, reason: str, default_tenant: str = "default"
+) -> None:
+    store.upsert(DEADLETTERS, dead_letter_document(body, reason, datetime.now(UTC),
+                                                   default_tenant))
 
 
 def online_update(
@@ -162,7 +183,7 @@ def process_batch(
     for body in bodies:
         parsed = parse_event(body, default_tenant)
         if isinstance(parsed, str):
-            doc = dead_letter_document(body, parsed, now)
+            doc = dead_letter_document(body, parsed, now, default_tenant)
             dead[doc["id"]] = doc
             result.rejected.append(parsed)
             continue

@@ -70,7 +70,8 @@ class ForgetOut(BaseModel):
     tenant: str
     userId: str
     removed: dict[str, int] = Field(
-        description="recommendations, events, cacheKeys and onlineState entries deleted"
+        description="recommendations, events, deadLetters, cacheKeys and onlineState entries "
+        "deleted"
     )
 
 

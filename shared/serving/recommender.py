@@ -26,6 +26,7 @@ import numpy.typing as npt
 import orjson
 
 from shared import telemetry
+from shared.feedback.process import DEADLETTERS
 from shared.keys import (
     candidates_cache_key,
     candidates_doc_id,
@@ -625,17 +626,19 @@ class Recommender:
     # -- privacy ---------------------------------------------------------------------------
 
     def forget_user(self, tenant: str, user_id: str) -> dict[str, int]:
-        """Deletes the user's candidate documents (every version), events, cache keys and
-        online state; raises BackendError naming what was already removed if a backend fails.
+        """Deletes the user's candidate documents (every version), events, dead letters whose
+        body named them, cache keys and online state; raises BackendError naming what was
+        already removed if a backend fails.
         """
-        removed = {"recommendations": 0, "events": 0, "cacheKeys": 0, "onlineState": 0}
+        removed = {"recommendations": 0, "events": 0, "deadLetters": 0, "cacheKeys": 0,
+                   "onlineState": 0}
         pk = user_partition(tenant, user_id)
         store, cache = self.breakers.store, self.breakers.cache
         def query(container: str) -> list[dict[str, Any]]:
             return store.call(lambda: self._b.store.query_partition(container, pk), self._retry)
 
-        def delete(container: str, doc_id: str) -> bool:
-            return store.call(lambda: self._b.store.delete(container, doc_id, pk))
+        def delete(container: str, doc_id: str, partition: str = pk) -> bool:
+            return store.call(lambda: self._b.store.delete(container, doc_id, partition))
 
         try:
             versions: set[str] = set()
@@ -645,6 +648,11 @@ class Recommender:
                         versions.add(str(doc["id"]).split("|", 1)[0])
                     if delete(container, str(doc["id"])):
                         removed[container] += 1
+            # Dead letters are partitioned by day; those whose body named the user say so.
+            owner = {"tenant": tenant, "userId": user_id}
+            for doc in store.call(lambda: list(self._b.store.scan(DEADLETTERS, owner))):
+                if delete(DEADLETTERS, str(doc["id"]), str(doc["pk"])):
+                    removed["deadLetters"] += 1
             versions |= self._known_versions(tenant)
             keys = [candidates_cache_key(tenant, v, user_id) for v in sorted(versions)]
             removed["cacheKeys"] = int(cache.call(lambda: self._b.cache.delete(keys)))
