@@ -343,12 +343,11 @@ class RedisOnlineState:
 
     @staticmethod
     def _ranking_commands(tenant: str, user_id: str, extra_key: str) -> list[tuple[str, ...]]:
-        """Three commands: the user's keys share a slot, so one SUNION unites the three sets
-        (the keys are `user_state_keys`, built here without its dict: this is every request)."""
-        base = f"{tenant_tag(tenant)}:u:{user_id}:"
+        """Three commands: the user's keys share a slot, so one SUNION unites the three sets."""
+        keys = user_state_keys(tenant, user_id)
         return [
-            ("ZRANGE", base + "recent", "0", "-1", "REV"),
-            ("SUNION", base + "seen", base + "purchased", base + "disliked"),
+            ("ZRANGE", keys["recent"], "0", "-1", "REV"),
+            ("SUNION", keys["seen"], keys["purchased"], keys["disliked"]),
             ("GET", extra_key),
         ]
 
@@ -509,7 +508,7 @@ class MemoryOnlineState:
     ) -> tuple[RankingState, bytes | None]:
         extra = None if self._cache is None else self._cache.get(extra_key)
         user = self.read_user(tenant, user_id)
-        return RankingState(user.recent, user.seen | user.purchased | user.disliked), extra
+        return RankingState(user.recent, user.seen | user.excluded), extra
 
     async def read_ranking_with_async(
         self, tenant: str, user_id: str, extra_key: str

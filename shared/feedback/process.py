@@ -129,13 +129,6 @@ def dead_letter_document(
     }
 
 
-def dead_letter(
-    store: DocumentStore, body: bytes, reason: str, default_tenant: str = "default"
-) -> None:
-    store.upsert(DEADLETTERS, dead_letter_document(body, reason, datetime.now(UTC),
-                                                   default_tenant))
-
-
 def online_update(
     event: FeedbackEvent, category_of: CategoryOf | None = None
 ) -> OnlineUpdate | None:
