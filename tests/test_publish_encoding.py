@@ -1,5 +1,6 @@
-"""The fill's vectorised payload encoding decodes to exactly the model's lists (both item-id
-paths, padding, extreme scores), and lands in real Redis through the pipelined writer."""
+"""The fill's vectorised encodings decode to exactly the model's lists (store JSON on both
+item-id paths, cached codes; padding, extreme scores), and land in real Redis through the
+pipelined writer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import redis
 
-from shared.keys import candidates_cache_key, decode_candidates
+from shared.keys import candidates_cache_key, decode_candidate_codes, decode_candidates
 from shared.stores.cache import LruCache, RedisCache
 from training.model import TrainedModel
 from training.publish import CandidateEncoder, fill_cache_only
@@ -45,13 +46,30 @@ def test_encoded_lists_decode_to_the_model_lists(ids: list[str]) -> None:
     assert decode_candidates(encoder.encode(4, 5)[0]) == ([], [])
 
 
+def _coded_ids(model: TrainedModel, raw: bytes | None) -> list[str]:
+    assert isinstance(raw, bytes)
+    decoded = decode_candidate_codes(raw)
+    assert decoded is not None
+    return [str(model.item_ids[c]) for c in decoded[0].tolist()]
+
+
+def test_cached_codes_decode_to_the_model_lists() -> None:
+    model = _model(MIXED)
+    for u, payload in enumerate(CandidateEncoder(model).encode_codes(0, model.user_ids.size)):
+        decoded = decode_candidate_codes(payload)
+        assert decoded is not None
+        codes, scores = decoded
+        expected = model.candidates_for(u)
+        assert [str(model.item_ids[c]) for c in codes.tolist()] == [i for i, _ in expected]
+        assert scores.tolist() == [float(np.float32(s)) for _, s in expected]
+
+
 def test_cache_fill_writes_every_user_with_ttl_to_redis(redis_client: redis.Redis) -> None:
     model = _model(SAME_LENGTH, users=2500)
     n = fill_cache_only(RedisCache(redis_client), model, "t", "v1", 3600, chunk_users=400)
     assert n == 2500 and redis_client.dbsize() == 2500
     raw = redis_client.get(candidates_cache_key("t", "v1", "u10"))
-    assert isinstance(raw, bytes)
-    assert decode_candidates(raw)[0] == [i for i, _ in model.candidates_for(10)]
+    assert _coded_ids(model, raw) == [i for i, _ in model.candidates_for(10)]
     assert 3500 < redis_client.ttl(candidates_cache_key("t", "v1", "u2499")) <= 3600
 
 
@@ -59,8 +77,6 @@ def test_cache_fill_works_on_the_embedded_cache_too() -> None:
     model = _model(SAME_LENGTH, users=50)
     cache = LruCache(1000)
     fill_cache_only(cache, model, "t", "v1", None, chunk_users=7)
-    raw = cache.get("reco:t:v1:u:u0")
-    assert raw is not None
-    assert decode_candidates(raw)[0] == [
+    assert _coded_ids(model, cache.get("reco:t:v1:u:u0")) == [
         i for i, _ in model.candidates_for(0)
     ]

@@ -34,8 +34,10 @@ import orjson
 
 from shared.keys import (
     ACTIVE_DOC_ID,
+    CODES_MAGIC,
     candidates_cache_key,
     candidates_doc_id,
+    item_list_digest,
     user_partition,
     version_cache_prefix,
 )
@@ -113,6 +115,9 @@ def manifest_of(model: TrainedModel, tenant: str, version: str, created: str,
         "features": model.features,
         "n_users": int(model.user_ids.shape[0]),
         "n_items": int(model.item_ids.shape[0]),
+        # the item list the cached values' codes index (serving checks it before reading them)
+        "candidate_codes": {"items": int(model.item_ids.shape[0]),
+                            "digest": item_list_digest([str(i) for i in model.item_ids.tolist()])},
         **(extra or {}),
     }
 
@@ -227,11 +232,13 @@ def load_model_at(artifacts: ArtifactStore, prefix: str) -> TrainedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoding: the cached payload is the JSON shared/keys.encode_candidates writes, built per chunk
+# Encoding, a chunk of users at a time: store documents hold the JSON shared/keys
+# .encode_candidates writes; cached values hold codes (shared/keys.encode_candidate_codes).
 
 
 class CandidateEncoder:
-    """Encodes users' candidate lists as `{"items":[...],"scores":[...]}` a chunk at a time.
+    """Encodes users' candidate lists as `{"items":[...],"scores":[...]}` (`encode`) and as
+    item codes into the model's item list (`encode_codes`).
 
     Item ids are JSON-encoded once. When ids have similar lengths each becomes a fixed-width
     token (`,"id"` plus trailing spaces, legal JSON whitespace) so a chunk's item lists are one
@@ -254,7 +261,9 @@ class CandidateEncoder:
                 table[code, : raw.size] = raw
             self._fixed = table  # the last row (all spaces) stands for padding
 
-    def encode(self, lo: int, hi: int) -> list[bytes]:
+    def _rows(self, lo: int, hi: int) -> tuple[npt.NDArray[np.int32],
+                                                npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Users lo..hi's item codes and scores, valid entries (code >= 0) first, and counts."""
         items = np.asarray(self.model.top_items[lo:hi])
         scores = np.asarray(self.model.top_scores[lo:hi])
         valid = items >= 0
@@ -263,9 +272,22 @@ class CandidateEncoder:
             items = np.take_along_axis(items, order, axis=1)
             scores = np.take_along_axis(scores, order, axis=1)
             valid = items >= 0
-        counts = valid.sum(axis=1)
+        return items, np.where(valid, scores, 0.0), valid.sum(axis=1)
+
+    def encode_codes(self, lo: int, hi: int) -> list[bytes]:
+        """Cached values: `CODES_MAGIC`, int32 codes, float32 scores (little-endian)."""
+        items, scores, counts = self._rows(lo, hi)
+        codes = np.ascontiguousarray(items, dtype="<i4")
+        values = np.ascontiguousarray(scores, dtype="<f4")
+        return [
+            CODES_MAGIC + codes[u, :c].tobytes() + values[u, :c].tobytes()
+            for u, c in enumerate(counts.tolist())
+        ]
+
+    def encode(self, lo: int, hi: int) -> list[bytes]:
+        items, scores, counts = self._rows(lo, hi)
         item_rows = self._item_rows(items, counts)
-        score_rows = _score_rows(np.where(valid, scores, 0.0), counts)
+        score_rows = _score_rows(scores, counts)
         return [
             b'{"items":[%s],"scores":[%s]}' % (i, s)
             for i, s in zip(item_rows, score_rows, strict=True)
@@ -589,7 +611,7 @@ def fill(backends: Backends, model: TrainedModel, tenant: str, version: str,
                 }
                 for u, p in zip(users, payloads, strict=True)
             ]
-            cache.write(keys, payloads)  # Redis works on it while the store is written
+            cache.write(keys, encoder.encode_codes(lo, hi))  # Redis works meanwhile
             writer.upsert_all(RECOMMENDATIONS, docs)
             cache.confirm()
             _write_checkpoint(store, tenant, version, n_users, o.chunk_users, total, chunk + 1)
@@ -614,7 +636,7 @@ def fill_cache_only(cache: HotCache, model: TrainedModel, tenant: str, version: 
         for lo in range(0, n_users, chunk_users):
             hi = min(n_users, lo + chunk_users)
             _, keys = _chunk_keys(model, lo, hi, tenant, version)
-            writer.write(keys, encoder.encode(lo, hi))
+            writer.write(keys, encoder.encode_codes(lo, hi))
     return n_users
 
 

@@ -146,10 +146,10 @@ def _stage_clock() -> _StageClock:
     clock.wrap(Recommender, "_read_cached_async",
                "Redis: online state + candidates, 1 round trip", cpu=True)
     clock.wrap(RedisCache, "get_async", "Redis: bare GET (bare endpoint only)", cpu=True)
-    clock.wrap(Recommender, "_decode_cached", "decode candidates (JSON)")
+    clock.wrap(Recommender, "_decode_cached", "decode candidates (codes, or JSON)")
     clock.wrap(Recommender, "_window_pop_async", "trending window (memo)")
     clock.wrap(Recommender, "_rank", "_rank: all of the ranking below")
-    clock.wrap(VersionData, "codes", "  item ids -> codes")
+    clock.wrap(VersionData, "codes", "item ids -> codes (JSON values only)")
     clock.wrap(recommender, "rerank", "  rerank (features + ONNX)")
     clock.wrap(ranking, "features_one", "    features_one")
     clock.wrap(Reranker, "score", "    ONNX (Reranker.score)")
@@ -224,9 +224,9 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
         plan = rec._plan_nowait(q)
         assert plan is not None
         _, raw, _ = await rec._read_cached_async(q, plan.key)
-        found = rec._decode_cached(raw or b"", plan.key)
+        found = rec._decode_cached(plan.data, raw or b"", plan.key)
         assert found is not None
-        rows.append(features_one(plan.data, plan.data.codes(found[0]), found[1], None,
+        rows.append(features_one(plan.data, found.codes, found.scores, None,
                                  np.zeros(0, np.int64), 0.0, time.time()))
     gen = np.random.default_rng(3)  # the benchmark's synthetic training rows
     x = gen.random((20_000, len(FEATURES))).astype(np.float32)

@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 import redis
 
-from shared.keys import candidates_cache_key, candidates_doc_id, encode_candidates, user_partition
+from shared.keys import (
+    candidates_cache_key,
+    candidates_doc_id,
+    encode_candidate_codes,
+    item_list_digest,
+    user_partition,
+)
 from shared.model_registry import ModelVersion, save_version, set_active
 from shared.reranking.features import FEATURES
 from shared.serving.model_data import ITEM_STATS_FILE
@@ -136,7 +142,9 @@ def load(settings: Settings, n_users: int) -> str:
     manifest = {"version": version, "tenant": TENANT, "created": created,
                 "generator": "synthetic", "features": FEATURES,
                 # the target: the ONNX re-ranker orders all 100 candidates
-                "reranker_candidates": CANDIDATES}
+                "reranker_candidates": CANDIDATES,
+                "candidate_codes": {"items": N_ITEMS,
+                                    "digest": item_list_digest(item_ids.tolist())}}
     t0 = time.perf_counter()
     files = {ITEM_STATS_FILE: stats.getvalue(), "items.json": json.dumps(items_meta).encode(),
              "popular.json": json.dumps(popular).encode(), "reranker.onnx": train_reranker()}
@@ -155,7 +163,7 @@ def load(settings: Settings, n_users: int) -> str:
         for row, user in enumerate(range(start, start + codes.shape[0])):
             items = [f"i{c}" for c in codes[row]]
             pipe.set(candidates_cache_key(TENANT, version, f"u{user}"),
-                     encode_candidates(items, scores))
+                     encode_candidate_codes(codes[row], scores))
             if user < STORE_USERS:
                 backends.store.upsert(RECOMMENDATIONS, {
                     "id": candidates_doc_id(version, f"u{user}"),

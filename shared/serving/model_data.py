@@ -12,6 +12,10 @@ Artifact files read here (all optional except what the version document already 
 - `popular.json` [[item_id, score], ...]
 - `similar.npz`  item_ids, neighbours (items x n codes into item_ids, -1 padded), scores
 - `reranker.onnx` with the manifest's `features` list
+
+The manifest's `candidate_codes` ({"items": n, "digest": ...}) names the item list that cached
+candidate values index by code (the model's item list); a version whose first n item ids match
+it reads those values without JSON or id lookups.
 """
 
 from __future__ import annotations
@@ -26,12 +30,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from shared import telemetry
+from shared.keys import (
+    decode_candidate_codes,
+    encode_candidate_codes,
+    encode_candidates,
+    item_list_digest,
+)
 from shared.model_registry import ModelVersion
 from shared.reranking.features import FEATURES, ItemTable
 from shared.serving.item_index import ItemIndex
@@ -41,6 +52,7 @@ from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
 log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
 SIMILAR_FILE = "similar.npz"
 RERANK_WIDTH = 50  # the re-ranker's training list length (training/pipeline.py n_candidates)
 ITEM_STATS_FILE = "item_stats.npz"
@@ -118,6 +130,37 @@ class Reranker:
         return arr[:, -1] if arr.ndim == 2 else arr.ravel()
 
 
+class CodedItems(Sequence[str]):
+    """The ids of a coded candidate list, each looked up when read: a request reads about k of
+    its ~100 candidates, and touching every id string costs a cache miss each."""
+
+    __slots__ = ("_codes", "_ids")
+
+    def __init__(self, ids: list[str], codes: list[int]) -> None:
+        self._ids = ids
+        self._codes = codes
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    @overload
+    def __getitem__(self, n: int) -> str: ...
+    @overload
+    def __getitem__(self, n: slice) -> CodedItems: ...
+    def __getitem__(self, n: int | slice) -> str | CodedItems:
+        if isinstance(n, slice):
+            return CodedItems(self._ids, self._codes[n])
+        return self._ids[self._codes[n]]
+
+
+class Candidates(NamedTuple):
+    """One user's candidate list, best first: ids, generator scores and item codes."""
+
+    items: Sequence[str]
+    scores: FloatArray
+    codes: IntArray
+
+
 @dataclass
 class VersionData:
     """Everything serving needs from one version's artifact, indexed by item code.
@@ -142,6 +185,7 @@ class VersionData:
     neighbour_scores: npt.NDArray[np.float32] | None = None
     reranker: Reranker | None = None
     complete: bool = True  # False: built from the version document only (artifact unreadable)
+    coded: int = 0  # cached values may hold codes below this (see the module docstring)
     loaded_at: float = field(default_factory=time.time)
     popular_ids: list[str] = field(init=False)
     popular_scores: npt.NDArray[np.float32] = field(init=False)
@@ -174,6 +218,40 @@ class VersionData:
     def codes(self, items: Sequence[str]) -> IntArray:
         """Item codes (`n_items` for unknown ids)."""
         return self._item_index.codes(items)
+
+    def candidates(self, raw: bytes | dict[str, Any]) -> Candidates:
+        """A cached value (codes or JSON) or a store document, as the request path ranks it.
+
+        Raises ValueError, KeyError or TypeError for a value it cannot read.
+        """
+        if isinstance(raw, dict):  # a store document: ids made strings, it may hold anything
+            items = [str(i) for i in raw["items"]]
+            scores = np.asarray(raw["scores"], dtype=np.float32).ravel()
+        else:
+            coded = decode_candidate_codes(raw)
+            if coded is not None:
+                codes32, scores = coded
+                if not self.coded:
+                    raise ValueError("a coded value for a version whose item list is unknown")
+                # as unsigned, a negative code is huge: one reduction checks both bounds
+                if codes32.size and np.maximum.reduce(codes32.view("<u4")) >= self.coded:
+                    raise ValueError("item codes outside the version's item list")
+                codes = codes32.astype(np.int64)
+                return Candidates(CodedItems(self.item_ids, codes.tolist()), scores, codes)
+            data = orjson.loads(raw)
+            items, score_list = data["items"], data["scores"]
+            if type(items) is not list:
+                raise TypeError("items is not a list")
+            scores = np.fromiter(score_list, np.float32, len(score_list))
+        if scores.size != len(items):
+            raise ValueError(f"{len(items)} items but {scores.size} scores")
+        return Candidates(items, scores, self.codes(items))
+
+    def cache_value(self, found: Candidates) -> bytes:
+        """What the cache holds for these candidates: codes when the version allows it."""
+        if self.coded and (found.codes.size == 0 or int(found.codes.max()) < self.coded):
+            return encode_candidate_codes(found.codes, found.scores)
+        return encode_candidates(list(found.items), found.scores.tolist())
 
     def categories_of(self, code: int) -> list[str]:
         return [self.category_names[j] for j in self.category_codes[code]]
@@ -297,7 +375,24 @@ def load_version(artifacts: ArtifactStore, model: ModelVersion) -> VersionData:
         neighbours=neighbours,
         neighbour_scores=nscores,
         reranker=reranker,
+        coded=_coded_items(manifest, item_ids),
     )
+
+
+def _coded_items(manifest: dict[str, Any], item_ids: list[str]) -> int:
+    """How many leading item ids cached codes may index: the manifest's item list, if this
+    version's list starts with exactly it (else 0: coded values are read from the store)."""
+    spec = manifest.get("candidate_codes")
+    if not isinstance(spec, dict):
+        return 0
+    n = spec.get("items")
+    if not isinstance(n, int) or not 0 < n <= len(item_ids):
+        return 0
+    if item_list_digest(item_ids[:n]) != spec.get("digest"):
+        log.warning("version %s: cached item codes do not match the artifact's item list; "
+                    "candidates are read from the store", manifest.get("version"))
+        return 0
+    return n
 
 
 def minimal_version(model: ModelVersion) -> VersionData:

@@ -31,6 +31,23 @@ class Scored(NamedTuple):
     score: float
 
 
+class RerankInput(NamedTuple):
+    """One request's re-ranker input: its candidates (codes, generator scores), the trending
+    window by item code (None: no feedback yet), its recent known items, its activity."""
+
+    codes: IntArray
+    scores: FloatArray
+    window_pop: FloatArray | None
+    history: IntArray
+    n_user: float
+
+
+def rerank_input(data: VersionData, codes: IntArray, scores: FloatArray, recent: Sequence[str],
+                 window_pop: FloatArray | None, n_user: float) -> RerankInput:
+    hist = data.codes(list(recent[:HISTORY])) if recent else _NO_HISTORY
+    return RerankInput(codes, scores, window_pop, hist[hist < data.n_items], n_user)
+
+
 def rerank(
     data: VersionData,
     codes: npt.NDArray[np.int64],
@@ -46,16 +63,14 @@ def rerank(
     """
     if data.reranker is None or codes.size == 0:
         return scores
-    hist = data.codes(list(recent[:HISTORY])) if recent else _NO_HISTORY
-    feats = features_one(data, codes, scores, window_pop, hist[hist < data.n_items],
-                         n_user, time.time() if now is None else now)
-    return data.reranker.score(feats)
+    one = rerank_input(data, codes, scores, recent, window_pop, n_user)
+    return data.reranker.score(features_many(data, [one], time.time() if now is None else now))
 
 
 _NO_HISTORY = np.zeros(0, dtype=np.int64)
 _RANK_FRAC: dict[int, npt.NDArray[np.float64]] = {}
 _COL = {name: n for n, name in enumerate(FEATURES)}
-# The columns features_one writes per request; every other column is per item
+# The columns features_many writes per request; every other column is per item
 # (STATIC_FEATURES, filled in FeatureTable.rows). A new feature goes in one of the two.
 REQUEST_FEATURES = [
     "score", "score_gap", "score_z", "rank_frac", "log_window_pop", "window_share",
@@ -63,7 +78,7 @@ REQUEST_FEATURES = [
 ]
 _unbuilt = set(FEATURES) - set(REQUEST_FEATURES) - set(STATIC_FEATURES)
 if _unbuilt:
-    raise RuntimeError(f"features_one does not build {sorted(_unbuilt)}: add them there")
+    raise RuntimeError(f"features_many does not build {sorted(_unbuilt)}: add them there")
 _AGE, _SINCE = _COL["age_days"], _COL["since_last_days"]
 # first_seen and last_seen columns in one operation when the two are neighbours
 _SEEN_COLS: slice | list[int] = slice(_AGE, _AGE + 2) if _SINCE == _AGE + 1 else [_AGE, _SINCE]
@@ -78,49 +93,77 @@ def features_one(
     n_user: float,
     now: float,
 ) -> npt.NDArray[np.float32]:
-    """`build_features` for one user, from per-version item columns computed once.
+    """`features_many` for one request."""
+    return features_many(data, [RerankInput(codes, scores, window_pop, history, n_user)], now)
 
-    The same numbers as `shared.reranking.features.build_features` (what training used; a test
-    compares them), in a fraction of its time: the item-only columns come with one `take` of
+
+def features_many(data: VersionData, batch: Sequence[RerankInput], now: float
+                  ) -> npt.NDArray[np.float32]:
+    """`build_features` for requests with the same number (> 0) of candidates, row-major.
+
+    The same numbers as `shared.reranking.features.build_features` (what training used; tests
+    compare them), in a fraction of its time: the item-only columns come with one `take` of
     `data.feature_table.rows` (zeros elsewhere, so columns that must be zero are not written),
-    and each request column is one or two small numpy operations: on 100 candidates the
-    per-call overhead of numpy, not the arithmetic, is the cost.
+    and each request column is one or two numpy operations over the batch: on 100 candidates
+    the per-call overhead of numpy, not the arithmetic, is the cost, and a batch shares it.
     """
     table = data.feature_table
-    c = codes.size
-    out = table.rows.take(codes, axis=0)
-    s = scores.astype(np.float64)
-    # mean and std exactly as ndarray.mean()/.std() compute them, without their Python layers
-    mean = np.add.reduce(s) / c
+    m = len(batch)
+    c = batch[0].codes.size
+    if m == 1:
+        codes = batch[0].codes.reshape(1, c)
+        s = batch[0].scores.astype(np.float64).reshape(1, c)
+    else:
+        codes = np.stack([b.codes for b in batch])
+        s = np.stack([b.scores for b in batch]).astype(np.float64)
+    flat = codes.reshape(-1)
+    out = table.rows.take(flat, axis=0)
+    view = out.reshape(m, c, out.shape[1])  # the same memory, by request
+    # mean and std per request exactly as ndarray.mean()/.std() compute them, without their
+    # Python layers
+    mean = np.add.reduce(s, axis=1, keepdims=True) / c
     dev = s - mean
-    std = math.sqrt(np.add.reduce(dev * dev) / c)
+    std = np.sqrt(np.add.reduce(dev * dev, axis=1, keepdims=True) / c)
     # Each column is computed in float64 (as build_features does) and rounded to float32 as
     # the ufunc writes it into `out`: one call per column.
-    out[:, _COL["score"]] = s
-    np.subtract(s, np.maximum.reduce(s), out=out[:, _COL["score_gap"]], casting="same_kind")
-    np.divide(dev, max(std, 1e-9), out=out[:, _COL["score_z"]], casting="same_kind")
+    view[:, :, _COL["score"]] = s
+    np.subtract(s, np.maximum.reduce(s, axis=1, keepdims=True),
+                out=view[:, :, _COL["score_gap"]], casting="same_kind")
+    np.divide(dev, np.maximum(std, 1e-9), out=view[:, :, _COL["score_z"]], casting="same_kind")
     frac = _RANK_FRAC.get(c)
     if frac is None:
         frac = _RANK_FRAC[c] = np.arange(c, dtype=np.float64) / max(c - 1, 1)
-    out[:, _COL["rank_frac"]] = frac
-    if window_pop is not None:  # else both columns stay 0
-        wpop = window_pop.take(codes).astype(np.float64)
+    view[:, :, _COL["rank_frac"]] = frac
+    window = batch[0].window_pop
+    wpop: npt.NDArray[np.float64] | None
+    if any(b.window_pop is not window for b in batch):  # mixed: each its own (0 for None)
+        wpop = np.stack([np.zeros(c) if b.window_pop is None else b.window_pop.take(b.codes)
+                         for b in batch]).astype(np.float64).reshape(-1)
+    else:
+        wpop = None if window is None else window.take(flat).astype(np.float64)
+    if wpop is not None:  # else both columns stay 0
         np.log1p(wpop, out=out[:, _COL["log_window_pop"]], casting="same_kind")
-        np.divide(wpop, table.pop_floor.take(codes), out=out[:, _COL["window_share"]],
+        np.divide(wpop, table.pop_floor.take(flat), out=out[:, _COL["window_share"]],
                   casting="same_kind")
-    age = np.subtract(now, table.seen.take(codes, axis=0))
+    age = np.subtract(now, table.seen.take(flat, axis=0))
     out[:, _SEEN_COLS] = np.divide(age, DAY, out=age)  # a list index would be a copy: assign
-    out[:, _COL["log_user_n"]] = np.log1p(np.float64(n_user))
+    users = np.fromiter((b.n_user for b in batch), np.float64, m).reshape(m, 1)
+    view[:, :, _COL["log_user_n"]] = np.log1p(users)
     cats = table.categories
-    if cats.shape[1] == 0 or history.size == 0:
+    sizes = [b.history.size for b in batch]
+    if cats.shape[1] == 0 or not any(sizes):
         return out  # the category columns stay 0
-    profile = cats[history].sum(axis=0)  # exact: 0/1 rows
-    cand = cats[codes]
-    dot = cand @ profile
-    overlap = cand @ (profile > 0).astype(np.float32)
-    out[:, _COL["category_affinity"]] = np.where(overlap > 0, dot / max(history.size, 1), 0.0)
-    out[:, _COL["category_cosine"]] = dot / np.maximum(
-        np.linalg.norm(profile) * table.category_norm[codes], 1e-9
+    if m == 1:
+        profile = cats[batch[0].history].sum(axis=0, keepdims=True)  # exact: 0/1 rows
+    else:
+        profile = np.stack([cats[b.history].sum(axis=0) for b in batch])
+    cand = cats[codes]  # m x c x categories
+    dot = np.einsum("mcg,mg->mc", cand, profile)
+    overlap = np.einsum("mcg,mg->mc", cand, (profile > 0).astype(np.float32))
+    n_hist = np.maximum(np.array(sizes, np.float32), 1).reshape(m, 1)
+    view[:, :, _COL["category_affinity"]] = np.where(overlap > 0, dot / n_hist, 0.0)
+    view[:, :, _COL["category_cosine"]] = dot / np.maximum(
+        np.linalg.norm(profile, axis=1, keepdims=True) * table.category_norm[codes], 1e-9
     )
     return out
 

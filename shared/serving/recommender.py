@@ -27,17 +27,13 @@ import orjson
 
 from shared import telemetry
 from shared.feedback.process import DEADLETTERS
-from shared.keys import (
-    candidates_cache_key,
-    candidates_doc_id,
-    encode_candidates,
-    user_partition,
-)
+from shared.keys import candidates_cache_key, candidates_doc_id, user_partition
 from shared.model_registry import ActiveModels, ModelVersion
 from shared.online_state import OnlineState, RankingState, UserState
 from shared.serving.experiments import Experiments
-from shared.serving.model_data import ModelCache, VersionData
-from shared.serving.ranking import Scored, Source, rerank, select
+from shared.serving.model_data import Candidates, ModelCache, VersionData
+from shared.serving.ranking import Scored, Source, rerank, rerank_input, select
+from shared.serving.rerank_batch import RerankBatcher
 from shared.serving.resilience import BreakerOpen, Breakers, Retry
 from shared.serving.rules import Rules
 from shared.stores.errors import BackendError
@@ -142,22 +138,13 @@ class ItemList:
         })
 
 
+def _recent(q: Query, state: RankingState) -> list[str]:
+    """The user's recent items, most recent first: the request's context, then online state."""
+    return [*q.recent, *(i for i in state.recent if i not in q.recent)]
+
+
 def _ranked(chosen: list[Scored]) -> list[RankedItem]:
     return [RankedItem(s.item_id, s.score, n) for n, s in enumerate(chosen, start=1)]
-
-
-def _decode(raw: bytes | dict[str, Any]) -> tuple[list[str], FloatArray]:
-    """A cached value (JSON bytes, whose ids our writers always write as strings) or a store
-    document (ids made strings, as the store may hold anything)."""
-    if isinstance(raw, dict):
-        items = [str(i) for i in raw["items"]]
-        scores = raw["scores"]
-    else:
-        data = orjson.loads(raw)
-        items, scores = data["items"], data["scores"]
-        if type(items) is not list:
-            raise TypeError("items is not a list")
-    return items, np.fromiter(scores, np.float32, len(scores))
 
 
 class Recommender:
@@ -185,6 +172,7 @@ class Recommender:
         self.diversity = diversity
         self._retry = retry or Retry()
         self.models = ModelCache(backends.artifacts, self.breakers.artifacts, load_wait_seconds)
+        self._batcher = RerankBatcher()
         # (tenant, version) -> (refresh after, trending rows it was built from, by item code)
         self._window_memo: dict[tuple[str, str], tuple[float, object, FloatArray | None]] = {}
         self._window_refreshing: set[str] = set()
@@ -264,13 +252,13 @@ class Recommender:
             log.debug("online state unavailable: %s", exc)
             return EMPTY_STATE, True
 
-    def _from_store(self, tenant: str, version: str, user_id: str, key: str,
-                    write_back: bool) -> tuple[tuple[list[str], FloatArray] | None, bool]:
+    def _from_store(self, tenant: str, data: VersionData, user_id: str, key: str,
+                    write_back: bool) -> tuple[Candidates | None, bool]:
         """The user's stored candidates (or None) and whether the store failed."""
         try:
             doc = self.breakers.store.call(
                 lambda: self._b.store.read(
-                    RECOMMENDATIONS, candidates_doc_id(version, user_id),
+                    RECOMMENDATIONS, candidates_doc_id(data.version, user_id),
                     user_partition(tenant, user_id),
                 ),
                 self._retry,
@@ -282,16 +270,21 @@ class Recommender:
             return None, True
         if doc is None:
             return None, False
-        items, scores = _decode(doc)
+        try:
+            found = data.candidates(doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable store document for %s, answering from cold start: %s",
+                        key, exc)
+            return None, False
         if write_back:
-            value = encode_candidates(items, [float(s) for s in scores])
+            value = data.cache_value(found)
             try:
                 self.breakers.cache.call(lambda: self._b.cache.set_many({key: value}, self._ttl))
             except BreakerOpen:
                 pass
             except Exception as exc:
                 log.warning("cache write-back failed: %s", exc)
-        return (items, scores), False
+        return found, False
 
     def _trending(self, tenant: str, categories: Sequence[str] = (),
                   n: int = TRENDING_DEPTH) -> tuple[list[tuple[str, float]], bool]:
@@ -377,13 +370,20 @@ class Recommender:
                 plan = await anyio.to_thread.run_sync(self._plan, q)
             with telemetry.span("cache.read"):
                 state, raw, degraded = await self._read_cached_async(q, plan.key)
-            found = None if raw is None else self._decode_cached(raw, plan.key)
+            found = None if raw is None else self._decode_cached(plan.data, raw, plan.key)
             if found is not None:
                 telemetry.cache_lookup(hit=True)
-                window = None
-                if plan.use_reranker and plan.data.reranker is not None:
-                    window = await self._window_pop_async(q.tenant, plan.data)
-                answer = self._rank(q, plan, state, found, "cache", degraded, window)
+                head = None
+                data = plan.data
+                if plan.use_reranker and data.reranker is not None:
+                    window = await self._window_pop_async(q.tenant, data)
+                    w = data.reranker.width
+                    with telemetry.span("rerank", candidates=min(w, len(found.items))):
+                        head = await self._batcher.rerank(data, rerank_input(
+                            data, found.codes[:w], found.scores[:w], _recent(q, state),
+                            window, float(len(state.recent)),
+                        ))
+                answer = self._rank(q, plan, state, found, "cache", degraded, None, head)
             else:
                 answer = await anyio.to_thread.run_sync(
                     self._answer, q, plan, state, raw, degraded
@@ -455,9 +455,9 @@ class Recommender:
         return state, raw, False
 
     @staticmethod
-    def _decode_cached(raw: bytes, key: str) -> tuple[list[str], FloatArray] | None:
+    def _decode_cached(data: VersionData, raw: bytes, key: str) -> Candidates | None:
         try:
-            return _decode(raw)
+            return data.candidates(raw)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("unreadable cache value at %s, reading the store: %s", key, exc)
             return None
@@ -467,7 +467,7 @@ class Recommender:
         """After the cache read: on a miss the store (written back), else cold start; then the
         ranking. May block (store, trending reads)."""
         data = plan.data
-        found = None if raw is None else self._decode_cached(raw, plan.key)
+        found = None if raw is None else self._decode_cached(data, raw, plan.key)
         source = "cache"
         if not degraded:
             telemetry.cache_lookup(hit=found is not None)
@@ -476,7 +476,7 @@ class Recommender:
             telemetry.fallback("cache", "store")
             with telemetry.span("store.read"):
                 found, store_failed = self._from_store(
-                    q.tenant, data.version, q.user_id, plan.key, write_back=not degraded
+                    q.tenant, data, q.user_id, plan.key, write_back=not degraded
                 )
             degraded = degraded or store_failed
         window = None
@@ -485,27 +485,27 @@ class Recommender:
         return self._rank(q, plan, state, found, source, degraded, window)
 
     def _rank(self, q: Query, plan: _Plan, state: RankingState,
-              found: tuple[list[str], FloatArray] | None, source: str, degraded: bool,
-              window: FloatArray | None) -> Answer:
-        """Re-rank, filters, rules, diversity, top k; cold start when there are no candidates
-        (which reads trending: blocking)."""
+              found: Candidates | None, source: str, degraded: bool,
+              window: FloatArray | None, head: FloatArray | None = None) -> Answer:
+        """Re-rank (unless `head` holds the re-ranked head already), filters, rules, diversity,
+        top k; cold start when there are no candidates (which reads trending: blocking)."""
         data = plan.data
         rules = self.rules.for_tenant(q.tenant)
         excluded = q.exclude | state.hidden | set(q.recent)
-        recent = [*q.recent, *(i for i in state.recent if i not in q.recent)]
+        recent = _recent(q, state)
         if found is not None:
-            items, scores = found
-            codes = data.codes(items)
+            items, scores, codes = found
             personal: list[Source] = [(items, scores, codes)]
             if plan.use_reranker and data.reranker is not None:
                 # The re-ranker orders the head of the list it was trained on; the tail only
                 # tops up when filters leave fewer than k.
                 w = data.reranker.width
-                with telemetry.span("rerank", candidates=min(w, len(items))):
-                    t0 = time.perf_counter()
-                    head = rerank(data, codes[:w], scores[:w], recent, window,
-                                  float(len(state.recent)))
-                    telemetry.reranked((time.perf_counter() - t0) * 1e3)
+                if head is None:
+                    with telemetry.span("rerank", candidates=min(w, len(items))):
+                        t0 = time.perf_counter()
+                        head = rerank(data, codes[:w], scores[:w], recent, window,
+                                      float(len(state.recent)))
+                        telemetry.reranked((time.perf_counter() - t0) * 1e3)
                 personal = [(items, head, codes)] if len(items) <= w else [
                     (items[:w], head, codes[:w]), (items[w:], scores[w:], codes[w:])
                 ]
