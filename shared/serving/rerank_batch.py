@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -39,8 +40,10 @@ class _Job(NamedTuple):
 class RerankBatcher:
     """`await rerank(data, features)`: the re-ranker's scores for one request's candidates."""
 
-    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, max_batch: int = MAX_BATCH,
+                 clock: Callable[[], float] = time.time) -> None:
         self.max_batch = max_batch
+        self._clock = clock  # the "now" of the age features
         # one queue per event loop (test clients run several); flushed at the end of the turn
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Job]] = (
             weakref.WeakKeyDictionary()
@@ -64,7 +67,7 @@ class RerankBatcher:
         groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
             groups.setdefault((id(job.data), job.features.codes.size), []).append(job)
-        now = time.time()
+        now = self._clock()
         for group in groups.values():
             for lo in range(0, len(group), self.max_batch):
                 self._score(group[lo : lo + self.max_batch], now)
