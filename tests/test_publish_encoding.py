@@ -46,7 +46,7 @@ def test_encoded_lists_decode_to_the_model_lists(ids: list[str]) -> None:
     assert decode_candidates(encoder.encode(4, 5)[0]) == ([], [])
 
 
-def _coded_ids(model: TrainedModel, raw: bytes | None) -> list[str]:
+def _coded_ids(model: TrainedModel, raw: object) -> list[str]:
     assert isinstance(raw, bytes)
     decoded = decode_candidate_codes(raw)
     assert decoded is not None

@@ -84,7 +84,12 @@ def test_concurrent_requests_share_one_onnx_call_and_get_their_own_scores(
                 [*long_lists, *short_lists]]
     calls: list[int] = []
     score = reranker.score
-    monkeypatch.setattr(reranker, "score", lambda rows: calls.append(len(rows)) or score(rows))
+
+    def counted(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        return score(rows)
+
+    monkeypatch.setattr(reranker, "score", counted)
 
     async def all_at_once() -> list[Any]:
         batcher = RerankBatcher(clock=lambda: 1.7e9)
