@@ -1,7 +1,8 @@
 """In-process cost of one request, the full path against the bare endpoint, stage by stage.
 
     python -m bench.serve.profile_path [--users 2000] [--requests 1000] [--profile]
-                                       [--tree-sizes 40,80,150]
+                                       [--tree-sizes 40,80,150] [--concurrency 1]
+                                       [--onnx-rows 100,256,1000]
 
 Builds the data `bench.serve.run` builds (a private redis-server; the SQLite store instead of
 Cosmos, local artifacts) and calls the ASGI app directly: no sockets, no HTTP parsing, which
@@ -76,15 +77,17 @@ async def _call(app: Any, path: str, query: bytes = b"k=10") -> bytes:
 class _Requests:
     """Batches of requests for random users; CPU µs per request of each batch."""
 
-    def __init__(self, app: Any, users: int) -> None:
+    def __init__(self, app: Any, users: int, concurrency: int = 1) -> None:
         self.app = app
         self.users = users
+        self.concurrency = concurrency
         self.rng = random.Random(1)
 
     async def batch(self, prefix: str, n: int) -> float:
         t0 = time.process_time()
-        for _ in range(n):
-            await _call(self.app, f"{prefix}{self.rng.randrange(self.users)}")
+        for lo in range(0, n, self.concurrency):
+            await asyncio.gather(*(_call(self.app, f"{prefix}{self.rng.randrange(self.users)}")
+                                   for _ in range(min(self.concurrency, n - lo))))
         return (time.process_time() - t0) / n * 1e6
 
 
@@ -134,9 +137,10 @@ class _StageClock:
 
 def _stage_clock() -> _StageClock:
     """Timers around each stage of the full path (and the bare endpoint's one read)."""
-    from shared.serving import api, ranking, recommender
+    from shared.serving import api, recommender, rerank_batch
     from shared.serving.model_data import Reranker, VersionData
     from shared.serving.recommender import Answer, Recommender
+    from shared.serving.rerank_batch import RerankBatcher
     from shared.stores.cache import RedisCache
 
     clock = _StageClock()
@@ -150,21 +154,22 @@ def _stage_clock() -> _StageClock:
     clock.wrap(Recommender, "_window_pop_async", "trending window (memo)")
     clock.wrap(Recommender, "_rank", "_rank: all of the ranking below")
     clock.wrap(VersionData, "codes", "item ids -> codes (JSON values only)")
-    clock.wrap(recommender, "rerank", "  rerank (features + ONNX)")
-    clock.wrap(ranking, "features_one", "    features_one")
+    clock.wrap(RerankBatcher, "_score", "re-rank batch (features + ONNX), per request")
+    clock.wrap(rerank_batch, "features_many", "    features (features_many)")
     clock.wrap(Reranker, "score", "    ONNX (Reranker.score)")
     clock.wrap(recommender, "select", "  select (filters, diversity, top k)")
     clock.wrap(Answer, "to_json", "Answer.to_json")
     return clock
 
 
-async def measure(users: int, n: int, profile: bool, tree_sizes: list[int]) -> None:
+async def measure(users: int, n: int, profile: bool, tree_sizes: list[int],
+                  concurrency: int = 1, onnx_rows: list[int] | None = None) -> None:
     from bench.serve.app import app
     from shared.runtime import get_runtime
 
     rt = get_runtime()
     rt.recommender.warm(rt.settings.default_tenant)
-    requests = _Requests(app, users)
+    requests = _Requests(app, users, concurrency)
     for _ in range(100):  # warm-up: connections, the plan, the window memo
         await requests.batch(FULL, 1)
         await requests.batch(BARE, 1)
@@ -195,6 +200,8 @@ async def measure(users: int, n: int, profile: bool, tree_sizes: list[int]) -> N
 
     if tree_sizes:
         await _tree_sizes(tree_sizes, users, n)
+    if onnx_rows:
+        await _onnx_rows(onnx_rows, users, n)
 
     if profile:
         prof = cProfile.Profile()
@@ -204,16 +211,13 @@ async def measure(users: int, n: int, profile: bool, tree_sizes: list[int]) -> N
         pstats.Stats(prof).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(40)
 
 
-async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
-    """ONNX time on n random users' feature rows for re-rankers of other sizes."""
+async def _user_rows(users: int, n: int) -> list[Any]:
+    """The re-ranker's feature rows of n random users (one array of ~100 rows each)."""
     import numpy as np
 
-    from shared.reranking.features import FEATURES
     from shared.runtime import get_runtime
-    from shared.serving.model_data import Reranker
     from shared.serving.ranking import features_one
     from shared.serving.recommender import Query
-    from training.reranker import new_model, to_onnx
 
     rt = get_runtime()
     rec = rt.recommender
@@ -228,6 +232,40 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
         assert found is not None
         rows.append(features_one(plan.data, found.codes, found.scores, None,
                                  np.zeros(0, np.int64), 0.0, time.time()))
+    return rows
+
+
+async def _onnx_rows(per_call: list[int], users: int, n: int) -> None:
+    """The version's re-ranker on the same rows, sliced into calls of so many rows."""
+    import numpy as np
+
+    from shared.runtime import get_runtime
+
+    rt = get_runtime()
+    data = rt.recommender.models.current(rt.settings.default_tenant)
+    assert data is not None and data.reranker is not None
+    rows = np.concatenate(await _user_rows(users, n))
+    print(f"\nONNX by rows per call, {len(rows):,} rows of {n} random users "
+          f"(CPU µs per 100 rows, lowest / median of {REPEATS})")
+    for size in per_call:
+        per: list[float] = []
+        for _ in range(REPEATS):
+            t0 = time.process_time()
+            for lo in range(0, len(rows), size):
+                data.reranker.score(rows[lo : lo + size])
+            per.append((time.process_time() - t0) / len(rows) * 100 * 1e6)
+        print(f"  {size:>6} rows per call{'':<34} {min(per):8.1f} {statistics.median(per):8.1f}")
+
+
+async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
+    """ONNX time on n random users' feature rows for re-rankers of other sizes."""
+    import numpy as np
+
+    from shared.reranking.features import FEATURES
+    from shared.serving.model_data import Reranker
+    from training.reranker import new_model, to_onnx
+
+    rows = await _user_rows(users, n)
     gen = np.random.default_rng(3)  # the benchmark's synthetic training rows
     x = gen.random((20_000, len(FEATURES))).astype(np.float32)
     logit = 3 * x[:, 0] + 2 * x[:, FEATURES.index("pop_pct")] - 2.5
@@ -270,6 +308,12 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--requests", type=int, default=1000, help="requests per batch")
     ap.add_argument("--profile", action="store_true", help="also a cProfile of the full path")
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="requests in flight at once (re-ranks batch as under load; the "
+                         "async stages' figures then include the others' work)")
+    ap.add_argument("--onnx-rows", default="",
+                    help="comma-separated rows per ONNX call: the version's re-ranker on the "
+                         "same rows sliced so (what the batcher's ONNX_ROWS is chosen by)")
     ap.add_argument("--tree-sizes", default="",
                     help="comma-separated max_iter values: ONNX time for re-rankers of that size")
     ap.add_argument("--batches", action="store_true",
@@ -300,7 +344,8 @@ def main() -> None:
             runner(serve_batches(args.users))
         else:
             sizes = [int(v) for v in args.tree_sizes.split(",") if v]
-            runner(measure(args.users, args.requests, args.profile, sizes))
+            runner(measure(args.users, args.requests, args.profile, sizes, args.concurrency,
+                           [int(v) for v in args.onnx_rows.split(",") if v]))
 
 
 if __name__ == "__main__":

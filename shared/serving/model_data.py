@@ -134,10 +134,10 @@ class CodedItems(Sequence[str]):
     """The ids of a coded candidate list, each looked up when read: a request reads about k of
     its ~100 candidates, and touching every id string costs a cache miss each."""
 
-    __slots__ = ("_codes", "_ids")
+    __slots__ = ("_codes", "ids")
 
     def __init__(self, ids: list[str], codes: list[int]) -> None:
-        self._ids = ids
+        self.ids = ids  # the version's item ids, by code
         self._codes = codes
 
     def __len__(self) -> int:
@@ -149,8 +149,8 @@ class CodedItems(Sequence[str]):
     def __getitem__(self, n: slice) -> CodedItems: ...
     def __getitem__(self, n: int | slice) -> str | CodedItems:
         if isinstance(n, slice):
-            return CodedItems(self._ids, self._codes[n])
-        return self._ids[self._codes[n]]
+            return CodedItems(self.ids, self._codes[n])
+        return self.ids[self._codes[n]]
 
 
 class Candidates(NamedTuple):

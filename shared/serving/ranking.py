@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.reranking.features import DAY, FEATURES
-from shared.serving.model_data import STATIC_FEATURES, VersionData
+from shared.serving.model_data import STATIC_FEATURES, CodedItems, VersionData
 from shared.serving.rules import TenantRules
 
 FloatArray = npt.NDArray[np.float32]
@@ -237,22 +237,30 @@ def select(
         codes = source[2] if len(source) > 2 else data.codes(list(items))
         final = boosted(data, codes, items, scores, rules)
         mask = category_mask(data, codes, categories)
+        keep = None if mask is None else mask.tolist()
         order = (-final).argsort(kind="stable")
         # Python lists: indexing numpy arrays one element at a time costs more than converting
         final_scores, code_list = final.tolist(), codes.tolist()
+        by_code = items.ids if type(items) is CodedItems else None  # skips its __getitem__
         for n in order.tolist():
-            item = items[n]
+            code = code_list[n]
+            item = items[n] if by_code is None else by_code[code]
             if item in excluded or item in blocked or item in taken:
                 continue
-            if mask is not None and not mask[n]:
+            if keep is not None and not keep[n]:
                 continue
             taken.add(item)
             entry = Scored(item, final_scores[n])
             if diversify:
-                own = cat_codes[code_list[n]]
+                own = cat_codes[code]
                 if wanted:
                     own = tuple(j for j in own if j not in wanted)
-                if any(counts.get(j, 0) >= cap for j in own):
+                full = False
+                for j in own:  # a loop: any() over a generator costs ~1 µs per item
+                    if counts.get(j, 0) >= cap:
+                        full = True
+                        break
+                if full:
                     skipped.append(entry)
                     continue
                 for j in own:

@@ -28,7 +28,9 @@ from shared.serving.ranking import RerankInput, features_many
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-MAX_BATCH = 64  # requests per ONNX call: larger batches only delay the first answers
+# Requests per batch: larger batches only delay the first answers. (ONNX's cost per row does
+# not depend on rows per call: `python -m bench.serve.profile_path --onnx-rows 100,1000`.)
+MAX_BATCH = 64
 
 
 class _Job(NamedTuple):
