@@ -136,7 +136,7 @@ class CodedItems(Sequence[str]):
 
     __slots__ = ("_codes", "ids")
 
-    def __init__(self, ids: list[str], codes: list[int]) -> None:
+    def __init__(self, ids: list[str], codes: IntArray) -> None:
         self.ids = ids  # the version's item ids, by code
         self._codes = codes
 
@@ -237,7 +237,7 @@ class VersionData:
                 if codes32.size and np.maximum.reduce(codes32.view("<u4")) >= self.coded:
                     raise ValueError("item codes outside the version's item list")
                 codes = codes32.astype(np.int64)
-                return Candidates(CodedItems(self.item_ids, codes.tolist()), scores, codes)
+                return Candidates(CodedItems(self.item_ids, codes), scores, codes)
             data = orjson.loads(raw)
             items, score_list = data["items"], data["scores"]
             if type(items) is not list:
