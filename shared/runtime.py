@@ -8,6 +8,7 @@ from functools import lru_cache
 from shared.feedback.process import process_batch
 from shared.model_registry import ActiveModels
 from shared.online_state import OnlineState, build_online_state, config_from
+from shared.serving import gc_settings
 from shared.serving.recommender import Recommender
 from shared.settings import Settings, get_settings
 from shared.stores.events import DirectSink, EventHubSink, EventSink
@@ -47,6 +48,7 @@ def build_event_sink(
 
 
 def build_runtime(settings: Settings, backends: Backends) -> Runtime:
+    gc_settings.for_serving()
     active = ActiveModels(backends.store, settings.active_version_refresh_seconds)
     online = build_online_state(backends.cache, config_from(settings))
     recommender = Recommender.from_settings(settings, backends, active, online)

@@ -45,6 +45,7 @@ from shared.keys import (
 )
 from shared.model_registry import ModelVersion
 from shared.reranking.features import FEATURES, ItemTable
+from shared.serving import gc_settings
 from shared.serving.item_index import ItemIndex
 from shared.serving.resilience import CircuitBreaker
 from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
@@ -617,6 +618,7 @@ class ModelCache:
                              model.tenant, model.version, previous.version)
             self._evict(model.tenant)
             self._loading.pop(key, None)
+        gc_settings.settle_after_load()
         return data
 
     def _evict(self, tenant: str, keep: int = 3) -> None:
