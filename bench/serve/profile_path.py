@@ -19,7 +19,12 @@ figure on a shared machine):
    ~0.1 µs, process time for the Redis reads, whose wrappers cost ~1.5 µs);
 3. with `--tree-sizes`, the ONNX call on these users' rows for re-rankers of other sizes
    (training's `new_model` with `max_iter` changed);
-4. with `--profile`, a cProfile of the full path.
+4. with `--onnx-rows`, the version's re-ranker on the same rows sliced into calls of so many
+   rows;
+5. with `--profile`, a cProfile of the full path.
+
+`--concurrency N` keeps N requests in flight (re-ranks then batch as under load; the async
+stages' figures then include the other requests' work).
 
 `--batches` instead answers "<path prefix> <n>" lines on stdin with the CPU µs per request of
 n requests: a driver can alternate two checkouts' processes for an A/B comparison.
