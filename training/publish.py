@@ -34,9 +34,9 @@ import orjson
 
 from shared.keys import (
     ACTIVE_DOC_ID,
-    CODES_MAGIC,
     candidates_cache_key,
     candidates_doc_id,
+    encode_candidate_codes,
     item_list_digest,
     user_partition,
     version_cache_prefix,
@@ -275,12 +275,10 @@ class CandidateEncoder:
         return items, np.where(valid, scores, 0.0), valid.sum(axis=1)
 
     def encode_codes(self, lo: int, hi: int) -> list[bytes]:
-        """Cached values: `CODES_MAGIC`, int32 codes, float32 scores (little-endian)."""
+        """Cached values (`shared.keys.encode_candidate_codes`)."""
         items, scores, counts = self._rows(lo, hi)
-        codes = np.ascontiguousarray(items, dtype="<i4")
-        values = np.ascontiguousarray(scores, dtype="<f4")
         return [
-            CODES_MAGIC + codes[u, :c].tobytes() + values[u, :c].tobytes()
+            encode_candidate_codes(items[u, :c], scores[u, :c])
             for u, c in enumerate(counts.tolist())
         ]
 
