@@ -48,23 +48,14 @@ def rerank_input(data: VersionData, codes: IntArray, scores: FloatArray, recent:
     return RerankInput(codes, scores, window_pop, hist[hist < data.n_items], n_user)
 
 
-def rerank(
-    data: VersionData,
-    codes: npt.NDArray[np.int64],
-    scores: FloatArray,
-    recent: Sequence[str],
-    window_pop: npt.NDArray[np.float32] | None,
-    n_user: float,
-    now: float | None = None,
-) -> FloatArray:
-    """Re-ranker scores for the candidates (the generator scores if there is none).
-
-    `window_pop`: trailing-window popularity indexed by item code (None: no feedback yet).
-    """
-    if data.reranker is None or codes.size == 0:
-        return scores
-    one = rerank_input(data, codes, scores, recent, window_pop, n_user)
-    return data.reranker.score(features_many(data, [one], time.time() if now is None else now))
+def rerank(data: VersionData, features: RerankInput, now: float | None = None) -> FloatArray:
+    """Re-ranker scores for one request's candidates (the generator scores if there is none);
+    `RerankBatcher` does the same for the requests of one event-loop turn together."""
+    if data.reranker is None or features.codes.size == 0:
+        return features.scores
+    return data.reranker.score(
+        features_many(data, [features], time.time() if now is None else now)
+    )
 
 
 _NO_HISTORY = np.zeros(0, dtype=np.int64)

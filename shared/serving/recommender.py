@@ -32,7 +32,14 @@ from shared.model_registry import ActiveModels, ModelVersion
 from shared.online_state import OnlineState, RankingState, UserState
 from shared.serving.experiments import Experiments
 from shared.serving.model_data import Candidates, ModelCache, VersionData
-from shared.serving.ranking import Scored, Source, rerank, rerank_input, select
+from shared.serving.ranking import (
+    RerankInput,
+    Scored,
+    Source,
+    rerank,
+    rerank_input,
+    select,
+)
 from shared.serving.rerank_batch import RerankBatcher
 from shared.serving.resilience import BreakerOpen, Breakers, Retry
 from shared.serving.rules import Rules
@@ -141,6 +148,15 @@ class ItemList:
 def _recent(q: Query, state: RankingState) -> list[str]:
     """The user's recent items, most recent first: the request's context, then online state."""
     return [*q.recent, *(i for i in state.recent if i not in q.recent)]
+
+
+def _head_input(data: VersionData, found: Candidates, recent: Sequence[str],
+                state: RankingState, window: FloatArray | None) -> RerankInput:
+    """The re-ranker's input for the head of the list (the length it was trained on)."""
+    assert data.reranker is not None
+    w = data.reranker.width
+    return rerank_input(data, found.codes[:w], found.scores[:w], recent, window,
+                        float(len(state.recent)))
 
 
 def _ranked(chosen: list[Scored]) -> list[RankedItem]:
@@ -377,12 +393,9 @@ class Recommender:
                 data = plan.data
                 if plan.use_reranker and data.reranker is not None:
                     window = await self._window_pop_async(q.tenant, data)
-                    w = data.reranker.width
-                    with telemetry.span("rerank", candidates=min(w, len(found.items))):
-                        head = await self._batcher.rerank(data, rerank_input(
-                            data, found.codes[:w], found.scores[:w], _recent(q, state),
-                            window, float(len(state.recent)),
-                        ))
+                    features = _head_input(data, found, _recent(q, state), state, window)
+                    with telemetry.span("rerank", candidates=features.codes.size):
+                        head = await self._batcher.rerank(data, features)
                 answer = self._rank(q, plan, state, found, "cache", degraded, None, head)
             else:
                 answer = await anyio.to_thread.run_sync(
@@ -501,10 +514,10 @@ class Recommender:
                 # tops up when filters leave fewer than k.
                 w = data.reranker.width
                 if head is None:
-                    with telemetry.span("rerank", candidates=min(w, len(items))):
+                    features = _head_input(data, found, recent, state, window)
+                    with telemetry.span("rerank", candidates=features.codes.size):
                         t0 = time.perf_counter()
-                        head = rerank(data, codes[:w], scores[:w], recent, window,
-                                      float(len(state.recent)))
+                        head = rerank(data, features)
                         telemetry.reranked((time.perf_counter() - t0) * 1e3)
                 personal = [(items, head, codes)] if len(items) <= w else [
                     (items[:w], head, codes[:w]), (items[w:], scores[w:], codes[w:])
