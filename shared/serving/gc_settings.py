@@ -4,8 +4,9 @@ A loaded version holds hundreds of thousands of container objects (item metadata
 lists, category tuples) that live until the next version, and each request allocates a few
 hundred short-lived ones. With CPython's defaults (a young collection every 700 allocations,
 and older ones re-examining every long-lived object) collection was the largest single cost of
-a request under load: `python -m bench.serve.run` gave the full path 2,100 req/s with the
-defaults and 3,100 with these settings on the same machine, the bare endpoint 3,200 and 4,200.
+a request under load: `python -m bench.serve.run` gave the full path about 2,100 req/s with
+the defaults and 2,560-2,750 with these settings, the bare endpoint about 3,200 and 3,900-4,420
+(runs on the same shared machine, whose speed varies by tens of percent).
 
 So: a young collection every 10,000 allocations (reference counting frees almost everything a
 request allocates; only reference cycles wait for the collector), and after each version load
