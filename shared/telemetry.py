@@ -7,6 +7,7 @@ providers make them nearly free, and nothing leaves the process.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -20,6 +21,9 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 _configured = False
+TRACING_RECHECK_SECONDS = 1.0
+_tracing = False  # a tracer provider is installed (OpenTelemetry never uninstalls one)
+_tracing_checked = -math.inf  # monotonic time of the last "not installed" answer
 
 tracer = trace.get_tracer("recommender")
 _meter = metrics.get_meter("recommender")
@@ -82,8 +86,31 @@ def configure_telemetry() -> bool:
 
     configure_azure_monitor(connection_string=settings.appinsights_connection_string)
     _configured = True
+    recheck_tracing()
     log.info("telemetry: Application Insights enabled")
     return True
+
+
+def recheck_tracing() -> None:
+    """Makes the next span look for a tracer provider again: call it after installing one
+    outside `configure_telemetry` (tests); otherwise spans notice it within a second."""
+    global _tracing_checked
+    _tracing_checked = -math.inf
+
+
+def _tracing_on() -> bool:
+    """Whether a tracer provider is installed. OpenTelemetry's own lookup reads the environment
+    on every call while none is, a few microseconds per span on the hot path; a provider is set
+    once and never removed, so a yes is kept and a no is re-read at most once a second."""
+    global _tracing, _tracing_checked
+    if _tracing:
+        return True
+    now = time.monotonic()
+    if now - _tracing_checked < TRACING_RECHECK_SECONDS:
+        return False
+    _tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    _tracing_checked = now
+    return _tracing
 
 
 def span(name: str, **attributes: str | int | float | bool) -> AbstractContextManager[Any]:
@@ -92,9 +119,12 @@ def span(name: str, **attributes: str | int | float | bool) -> AbstractContextMa
     With no tracer provider installed (telemetry off) this is a bare null context: the
     OpenTelemetry no-op span still costs microseconds, which the hot path notices.
     """
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return nullcontext()
+    if not _tracing_on():
+        return _NO_SPAN
     return tracer.start_as_current_span(name, attributes=attributes)
+
+
+_NO_SPAN = nullcontext()
 
 
 def request_served(source: str, tenant: str, milliseconds: float) -> None:

@@ -12,6 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shared import telemetry
+
 
 @lru_cache(maxsize=1)
 def capture() -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
@@ -19,6 +21,7 @@ def capture() -> tuple[InMemorySpanExporter, InMemoryMetricReader]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     trace.set_tracer_provider(provider)
+    telemetry.recheck_tracing()
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     return spans, reader

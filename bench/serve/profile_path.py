@@ -291,14 +291,14 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
         print(f"  {label:<52} {min(per):8.1f} {statistics.median(per):8.1f}")
 
 
-async def serve_batches(users: int) -> None:
+async def serve_batches(users: int, concurrency: int) -> None:
     """The A/B mode: batches on request from stdin, CPU µs per request on stdout."""
     from bench.serve.app import app
     from shared.runtime import get_runtime
 
     rt = get_runtime()
     rt.recommender.warm(rt.settings.default_tenant)
-    requests = _Requests(app, users)
+    requests = _Requests(app, users, concurrency)
     for _ in range(100):
         await requests.batch(FULL, 1)
         await requests.batch(BARE, 1)
@@ -346,7 +346,7 @@ def main() -> None:
         except ImportError:
             runner = asyncio.run
         if args.batches:
-            runner(serve_batches(args.users))
+            runner(serve_batches(args.users, args.concurrency))
         else:
             sizes = [int(v) for v in args.tree_sizes.split(",") if v]
             runner(measure(args.users, args.requests, args.profile, sizes, args.concurrency,

@@ -26,6 +26,7 @@ from shared.serving.recommender import (
     NoActiveModel,
     RankedItem,
     RegistryUnavailable,
+    new_id,
 )
 from shared.serving.recommender import (
     Query as RecoQuery,
@@ -365,7 +366,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         picked = [i for i in data.popular_ids if i not in q.exclude][: q.k]
         scores = dict(data.popular)
         return Answer(q.tenant, q.user_id, data.version, "degraded",
-                      [RankedItem(i, scores[i], n) for n, i in enumerate(picked, start=1)])
+                      [RankedItem(i, scores[i], n) for n, i in enumerate(picked, start=1)],
+                      new_id())
 
     @app.get(
         "/api/items/{item_id}/similar",

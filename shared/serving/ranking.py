@@ -44,7 +44,9 @@ class RerankInput(NamedTuple):
 
 def rerank_input(data: VersionData, codes: IntArray, scores: FloatArray, recent: Sequence[str],
                  window_pop: FloatArray | None, n_user: float) -> RerankInput:
-    hist = data.codes(list(recent[:HISTORY])) if recent else _NO_HISTORY
+    if not recent:
+        return RerankInput(codes, scores, window_pop, _NO_HISTORY, n_user)
+    hist = data.codes(list(recent[:HISTORY]))
     return RerankInput(codes, scores, window_pop, hist[hist < data.n_items], n_user)
 
 
@@ -212,7 +214,7 @@ def select(
     """
     cap = max(1, math.floor(max_share * k)) if max_share < 1 else k
     wanted = {data.category_index[c] for c in categories if c in data.category_index}
-    counts: dict[int, int] = {}
+    counts = [0] * len(data.category_names)  # items chosen per category code
     chosen: list[Scored] = []
     skipped: list[Scored] = []
     taken: set[str] = set()
@@ -248,14 +250,14 @@ def select(
                     own = tuple(j for j in own if j not in wanted)
                 full = False
                 for j in own:  # a loop: any() over a generator costs ~1 µs per item
-                    if counts.get(j, 0) >= cap:
+                    if counts[j] >= cap:
                         full = True
                         break
                 if full:
                     skipped.append(entry)
                     continue
                 for j in own:
-                    counts[j] = counts.get(j, 0) + 1
+                    counts[j] += 1
             chosen.append(entry)
             if len(chosen) >= k:
                 break

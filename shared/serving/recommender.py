@@ -56,7 +56,7 @@ TRENDING_DEPTH = 500  # trending items read per tenant (features and the trendin
 FloatArray = npt.NDArray[np.float32]
 
 
-def _new_id() -> str:
+def new_id() -> str:
     """A random 128-bit id in hex, like uuid4().hex without building a UUID object."""
     return os.urandom(16).hex()
 
@@ -69,8 +69,10 @@ class RegistryUnavailable(RuntimeError):
     """This process has never seen the tenant and the store cannot be read to find its model."""
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
+    """One recommendation request, validated (named tuples here and below: each request builds
+    them, and a frozen dataclass costs several times more to build)."""
+
     tenant: str
     user_id: str
     k: int = 10
@@ -79,9 +81,9 @@ class Query:
     recent: tuple[str, ...] = ()  # the app's session context, most recent first
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What one request is served with: the version's data, its cache key, the variant."""
+class _Plan(NamedTuple):
+    """What one request is served with: the version's data, its cache key, the variant (a
+    named tuple: built on every request, and a frozen dataclass costs several times more)."""
 
     data: VersionData
     key: str
@@ -99,14 +101,13 @@ class RankedItem(NamedTuple):
     rank: int
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     tenant: str
     user_id: str
     model_version: str
     source: str
     items: list[RankedItem]
-    recommendation_id: str = field(default_factory=_new_id)
+    recommendation_id: str  # new_id(): sent back with impression and click events
     experiment: str | None = None
     variant: str | None = None
 
@@ -132,7 +133,7 @@ class ItemList:
     model_version: str
     source: str
     items: list[RankedItem]
-    recommendation_id: str = field(default_factory=_new_id)
+    recommendation_id: str = field(default_factory=new_id)
 
     def to_json(self) -> bytes:
         return orjson.dumps({
@@ -541,7 +542,7 @@ class Recommender:
             chosen = select(data, sources, q.k, excluded, q.categories, rules, plan.share)
         return Answer(
             q.tenant, q.user_id, data.version, "degraded" if degraded else source,
-            _ranked(chosen), experiment=plan.experiment, variant=plan.variant,
+            _ranked(chosen), new_id(), plan.experiment, plan.variant,
         )
 
     def _variant_data(self, tenant: str, version: str, fallback: VersionData) -> VersionData:
