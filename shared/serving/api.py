@@ -20,11 +20,11 @@ from starlette.types import Scope
 
 from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
 from shared.runtime import Runtime, get_runtime
+from shared.serving.ranking import Scored
 from shared.serving.recommender import (
     Answer,
     ItemList,
     NoActiveModel,
-    RankedItem,
     RegistryUnavailable,
     new_id,
 )
@@ -212,10 +212,6 @@ VALIDATION_ERROR: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _items(items: list[RankedItem]) -> list[dict[str, Any]]:
-    return [{"itemId": i.item_id, "score": i.score, "rank": i.rank} for i in items]
-
-
 def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -366,8 +362,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         picked = [i for i in data.popular_ids if i not in q.exclude][: q.k]
         scores = dict(data.popular)
         return Answer(q.tenant, q.user_id, data.version, "degraded",
-                      [RankedItem(i, scores[i], n) for n, i in enumerate(picked, start=1)],
-                      new_id())
+                      [Scored(i, scores[i]) for i in picked], new_id())
 
     @app.get(
         "/api/items/{item_id}/similar",

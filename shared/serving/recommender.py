@@ -93,12 +93,10 @@ class _Plan(NamedTuple):
     variant: str | None
 
 
-class RankedItem(NamedTuple):
-    """One item of an answer (a named tuple: cheaper to build than a frozen dataclass)."""
-
-    item_id: str
-    score: float
-    rank: int
+def items_json(items: Sequence[Scored]) -> list[dict[str, Any]]:
+    """An answer's items as the API shows them: the rank is the position, from 1."""
+    return [{"itemId": s.item_id, "score": s.score, "rank": n}
+            for n, s in enumerate(items, start=1)]
 
 
 class Answer(NamedTuple):
@@ -106,7 +104,7 @@ class Answer(NamedTuple):
     user_id: str
     model_version: str
     source: str
-    items: list[RankedItem]
+    items: list[Scored]  # best first
     recommendation_id: str  # new_id(): sent back with impression and click events
     experiment: str | None = None
     variant: str | None = None
@@ -120,8 +118,7 @@ class Answer(NamedTuple):
             "recommendationId": self.recommendation_id,
             "experiment": self.experiment,
             "variant": self.variant,
-            "items": [{"itemId": i.item_id, "score": i.score, "rank": i.rank}
-                      for i in self.items],
+            "items": items_json(self.items),
         })
 
 
@@ -132,7 +129,7 @@ class ItemList:
     tenant: str
     model_version: str
     source: str
-    items: list[RankedItem]
+    items: list[Scored]  # best first
     recommendation_id: str = field(default_factory=new_id)
 
     def to_json(self) -> bytes:
@@ -141,8 +138,7 @@ class ItemList:
             "modelVersion": self.model_version,
             "source": self.source,
             "recommendationId": self.recommendation_id,
-            "items": [{"itemId": i.item_id, "score": i.score, "rank": i.rank}
-                      for i in self.items],
+            "items": items_json(self.items),
         })
 
 
@@ -158,10 +154,6 @@ def _head_input(data: VersionData, found: Candidates, recent: Sequence[str],
     w = data.reranker.width
     return rerank_input(data, found.codes[:w], found.scores[:w], recent, window,
                         float(len(state.recent)))
-
-
-def _ranked(chosen: list[Scored]) -> list[RankedItem]:
-    return [RankedItem(s.item_id, s.score, n) for n, s in enumerate(chosen, start=1)]
 
 
 class Recommender:
@@ -542,7 +534,7 @@ class Recommender:
             chosen = select(data, sources, q.k, excluded, q.categories, rules, plan.share)
         return Answer(
             q.tenant, q.user_id, data.version, "degraded" if degraded else source,
-            _ranked(chosen), new_id(), plan.experiment, plan.variant,
+            chosen, new_id(), plan.experiment, plan.variant,
         )
 
     def _variant_data(self, tenant: str, version: str, fallback: VersionData) -> VersionData:
@@ -614,14 +606,14 @@ class Recommender:
         chosen = select(data, sources, k, excluded, categories, self.rules.for_tenant(tenant),
                         1.0)
         return ItemList(tenant, data.version, "degraded" if degraded else source,
-                        _ranked(chosen))
+                        chosen)
 
     def popular(self, tenant: str, k: int, exclude: frozenset[str] = frozenset(),
                 categories: Sequence[str] = ()) -> ItemList:
         data = self.data_for(tenant)
         chosen = select(data, [(data.popular_ids, data.popular_scores)], k, exclude, categories,
                         self.rules.for_tenant(tenant), 1.0)
-        return ItemList(tenant, data.version, "popular", _ranked(chosen))
+        return ItemList(tenant, data.version, "popular", chosen)
 
     def trending(self, tenant: str, k: int, exclude: frozenset[str] = frozenset(),
                  categories: Sequence[str] = ()) -> ItemList:
@@ -635,7 +627,7 @@ class Recommender:
         trending_ids = {i for i, _ in rows}
         all_trending = bool(chosen) and all(s.item_id in trending_ids for s in chosen)
         source = "degraded" if failed else ("trending" if all_trending else "popular")
-        return ItemList(tenant, data.version, source, _ranked(chosen))
+        return ItemList(tenant, data.version, source, chosen)
 
     # -- privacy ---------------------------------------------------------------------------
 
