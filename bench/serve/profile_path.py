@@ -214,6 +214,8 @@ async def measure(users: int, n: int, profile: bool, tree_sizes: list[int],
         await requests.batch(FULL, n)
         prof.disable()
         pstats.Stats(prof).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(40)
+        if os.environ.get("PROFILE_CALLEES"):
+            pstats.Stats(prof).print_callees(os.environ["PROFILE_CALLEES"])
 
 
 async def _user_rows(users: int, n: int) -> list[Any]:

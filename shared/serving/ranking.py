@@ -232,6 +232,12 @@ def select(
         mask = category_mask(data, codes, categories)
         keep = None if mask is None else mask.tolist()
         order = (-final).argsort(kind="stable")
+        if not chosen and not taken and mask is None and order.size >= k:
+            head = _head_if_unconstrained(data, items, codes, final, order[:k], excluded, blocked,
+                                          cap if diversify else None)
+            if head is not None:
+                chosen = head
+                break
         # Python lists: indexing numpy arrays one element at a time costs more than converting
         final_scores, code_list = final.tolist(), codes.tolist()
         by_code = items.ids if type(items) is CodedItems else None  # skips its __getitem__
@@ -266,6 +272,35 @@ def select(
     if rules.pinned:
         chosen = _pin(data, chosen, k, excluded, categories, rules)
     return chosen[:k]
+
+
+def _head_if_unconstrained(
+    data: VersionData, items: Sequence[str], codes: IntArray, final: FloatArray,
+    head: IntArray, excluded: frozenset[str] | set[str], blocked: frozenset[str] | set[str],
+    cap: int | None,
+) -> list[Scored] | None:
+    """The candidates at positions `head` (best first) when the loop in `select` would pick
+    exactly them: none excluded, blocked or repeated, and no category over `cap` among them.
+    None otherwise. Most requests end here: a few numpy calls instead of a Python step per
+    candidate."""
+    code_list = codes.take(head).tolist()
+    if cap is not None:  # in Python: numpy's reductions cost more on ~10 items
+        counts: dict[int, int] = {}
+        cat_codes = data.category_codes
+        for code in code_list:
+            for j in cat_codes[code]:
+                counts[j] = counts.get(j, 0) + 1
+        if counts and max(counts.values()) > cap:
+            return None
+    picked = ([items.ids[c] for c in code_list] if type(items) is CodedItems
+              else [items[n] for n in head.tolist()])
+    if excluded or blocked:
+        for item in picked:
+            if item in excluded or item in blocked:
+                return None
+    if len(set(picked)) < len(picked):
+        return None
+    return list(map(Scored._make, zip(picked, final.take(head).tolist(), strict=True)))
 
 
 def _pin(

@@ -144,6 +144,8 @@ class ItemList:
 
 def _recent(q: Query, state: RankingState) -> list[str]:
     """The user's recent items, most recent first: the request's context, then online state."""
+    if not q.recent or not state.recent:
+        return [*q.recent, *state.recent]
     return [*q.recent, *(i for i in state.recent if i not in q.recent)]
 
 
@@ -497,7 +499,8 @@ class Recommender:
         top k; cold start when there are no candidates (which reads trending: blocking)."""
         data = plan.data
         rules = self.rules.for_tenant(q.tenant)
-        excluded = q.exclude | state.hidden | set(q.recent)
+        excluded = (q.exclude | state.hidden | set(q.recent)
+                    if state.hidden or q.recent else q.exclude)
         recent = _recent(q, state)
         if found is not None:
             items, scores, codes = found
