@@ -40,6 +40,7 @@ MAX_LIST_PARAMS = 100  # exclude / recent ids per request
 MAX_CATEGORIES = 20
 CATEGORY_MAX_LEN = 128
 JSON = "application/json"
+NONE: frozenset[str] = frozenset()
 
 
 class RankedItemOut(BaseModel):
@@ -103,6 +104,8 @@ def _readable(exc: RequestValidationError) -> str:
 
 def _ids(name: str, values: list[str] | None, limit: int = MAX_LIST_PARAMS) -> list[str]:
     """Repeatable id parameters; comma-separated values are accepted too."""
+    if not values:
+        return []
     out: list[str] = []
     for value in values or []:
         out.extend(v.strip() for v in value.split(",") if v.strip())
@@ -115,6 +118,8 @@ def _ids(name: str, values: list[str] | None, limit: int = MAX_LIST_PARAMS) -> l
 
 
 def _categories(values: list[str] | None) -> tuple[str, ...]:
+    if not values:
+        return ()
     out = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
     if len(out) > MAX_CATEGORIES:
         raise HTTPException(422, f"category: at most {MAX_CATEGORIES} categories")
@@ -194,9 +199,9 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
         tenant=tenant or header_tenant or rt.settings.default_tenant,
         user_id=user_id,
         k=k,
-        exclude=frozenset(_ids("exclude", lists.get("exclude"))),
+        exclude=frozenset(_ids("exclude", lists["exclude"])) if "exclude" in lists else NONE,
         categories=_categories(lists.get("category")),
-        recent=tuple(_ids("recent", lists.get("recent"), 50)),
+        recent=tuple(_ids("recent", lists["recent"], 50)) if "recent" in lists else (),
     )
 
 
