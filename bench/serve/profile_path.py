@@ -21,7 +21,11 @@ figure on a shared machine):
    (training's `new_model` with `max_iter` changed);
 4. with `--onnx-rows`, the version's re-ranker on the same rows sliced into calls of so many
    rows;
-5. with `--profile`, a cProfile of the full path.
+5. with `--profile`, cProfiles of both paths (as many requests each) and, function by
+   function, what the full path spends beyond the bare endpoint (the largest differences
+   first; cProfile's own cost per call inflates every figure, so read them as shares). This
+   is how the per-span environment lookups of OpenTelemetry and `select`'s per-candidate
+   loop were found.
 
 `--concurrency N` keeps N requests in flight (re-ranks then batch as under load; the async
 stages' figures then include the other requests' work).
@@ -209,13 +213,28 @@ async def measure(users: int, n: int, profile: bool, tree_sizes: list[int],
         await _onnx_rows(onnx_rows, users, n)
 
     if profile:
+        await _profile_difference(requests, n)
+
+
+async def _profile_difference(requests: _Requests, n: int, rows: int = 40) -> None:
+    """Own time per request of each function, full path minus bare endpoint (cProfile)."""
+    own: dict[str, dict[str, float]] = {}
+    for prefix in (FULL, BARE):
         prof = cProfile.Profile()
         prof.enable()
-        await requests.batch(FULL, n)
+        await requests.batch(prefix, n)
         prof.disable()
-        pstats.Stats(prof).sort_stats(os.environ.get("PROFILE_SORT", "tottime")).print_stats(40)
-        if os.environ.get("PROFILE_CALLEES"):
-            pstats.Stats(prof).print_callees(os.environ["PROFILE_CALLEES"])
+        stats: dict[Any, tuple[Any, ...]] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+        own[prefix] = {f"{os.path.basename(f)}:{line}({name})": v[2] / n * 1e6
+                       for (f, line, name), v in stats.items()}
+    total_full, total_bare = sum(own[FULL].values()), sum(own[BARE].values())
+    print(f"\ncProfile, own µs per request (inflated by the profiler): full path "
+          f"{total_full:.0f}, bare endpoint {total_bare:.0f}; the largest differences:")
+    names = own[FULL].keys() | own[BARE].keys()
+    diff = sorted(names, key=lambda k: own[BARE].get(k, 0.0) - own[FULL].get(k, 0.0))
+    for name in diff[:rows]:
+        f, b = own[FULL].get(name, 0.0), own[BARE].get(name, 0.0)
+        print(f"  {f - b:+8.1f}  (full {f:7.1f}, bare {b:7.1f})  {name}")
 
 
 async def _user_rows(users: int, n: int) -> list[Any]:
@@ -314,7 +333,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--requests", type=int, default=1000, help="requests per batch")
-    ap.add_argument("--profile", action="store_true", help="also a cProfile of the full path")
+    ap.add_argument("--profile", action="store_true",
+                    help="also cProfile both paths and print the largest differences")
     ap.add_argument("--concurrency", type=int, default=1,
                     help="requests in flight at once (re-ranks batch as under load; the "
                          "async stages' figures then include the others' work)")
