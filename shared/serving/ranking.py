@@ -281,8 +281,8 @@ def _head_if_unconstrained(
 ) -> list[Scored] | None:
     """The candidates at positions `head` (best first) when the loop in `select` would pick
     exactly them: none excluded, blocked or repeated, and no category over `cap` among them.
-    None otherwise. Most requests end here: a few numpy calls instead of a Python step per
-    candidate."""
+    None otherwise. Most requests end here, with work for the k picked items only instead of
+    a Python step per candidate visited."""
     code_list = codes.take(head).tolist()
     if cap is not None:  # in Python: numpy's reductions cost more on ~10 items
         counts: dict[int, int] = {}
