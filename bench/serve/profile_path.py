@@ -340,7 +340,7 @@ def main() -> None:
                          "async stages' figures then include the others' work)")
     ap.add_argument("--onnx-rows", default="",
                     help="comma-separated rows per ONNX call: the version's re-ranker on the "
-                         "same rows sliced so (what the batcher's ONNX_ROWS is chosen by)")
+                         "same rows sliced so (does the cost per row depend on the call size?)")
     ap.add_argument("--tree-sizes", default="",
                     help="comma-separated max_iter values: ONNX time for re-rankers of that size")
     ap.add_argument("--batches", action="store_true",

@@ -40,7 +40,6 @@ MAX_LIST_PARAMS = 100  # exclude / recent ids per request
 MAX_CATEGORIES = 20
 CATEGORY_MAX_LEN = 128
 JSON = "application/json"
-NONE: frozenset[str] = frozenset()
 
 
 class RankedItemOut(BaseModel):
@@ -107,7 +106,7 @@ def _ids(name: str, values: list[str] | None, limit: int = MAX_LIST_PARAMS) -> l
     if not values:
         return []
     out: list[str] = []
-    for value in values or []:
+    for value in values:
         out.extend(v.strip() for v in value.split(",") if v.strip())
     if len(out) > limit:
         raise HTTPException(422, f"{name}: at most {limit} ids")
@@ -120,7 +119,7 @@ def _ids(name: str, values: list[str] | None, limit: int = MAX_LIST_PARAMS) -> l
 def _categories(values: list[str] | None) -> tuple[str, ...]:
     if not values:
         return ()
-    out = [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+    out = [v.strip() for value in values for v in value.split(",") if v.strip()]
     if len(out) > MAX_CATEGORIES:
         raise HTTPException(422, f"category: at most {MAX_CATEGORIES} categories")
     if any(len(c) > CATEGORY_MAX_LEN or not c.isprintable() for c in out):
@@ -199,9 +198,9 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
         tenant=tenant or header_tenant or rt.settings.default_tenant,
         user_id=user_id,
         k=k,
-        exclude=frozenset(_ids("exclude", lists["exclude"])) if "exclude" in lists else NONE,
+        exclude=frozenset(_ids("exclude", lists.get("exclude"))),
         categories=_categories(lists.get("category")),
-        recent=tuple(_ids("recent", lists["recent"], 50)) if "recent" in lists else (),
+        recent=tuple(_ids("recent", lists.get("recent"), 50)),
     )
 
 
