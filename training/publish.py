@@ -276,14 +276,26 @@ class CandidateEncoder:
 
     def encode_codes(self, lo: int, hi: int) -> list[bytes]:
         """Cached values (`shared.keys.encode_candidate_codes`)."""
-        items, scores, counts = self._rows(lo, hi)
+        return self._codes(*self._rows(lo, hi))
+
+    def encode(self, lo: int, hi: int) -> list[bytes]:
+        return self._json(*self._rows(lo, hi))
+
+    def encode_both(self, lo: int, hi: int) -> tuple[list[bytes], list[bytes]]:
+        """`encode` and `encode_codes` of the same users (a fill writes both)."""
+        rows = self._rows(lo, hi)
+        return self._json(*rows), self._codes(*rows)
+
+    @staticmethod
+    def _codes(items: npt.NDArray[np.int32], scores: npt.NDArray[np.float32],
+               counts: npt.NDArray[np.int64]) -> list[bytes]:
         return [
             encode_candidate_codes(items[u, :c], scores[u, :c])
             for u, c in enumerate(counts.tolist())
         ]
 
-    def encode(self, lo: int, hi: int) -> list[bytes]:
-        items, scores, counts = self._rows(lo, hi)
+    def _json(self, items: npt.NDArray[np.int32], scores: npt.NDArray[np.float32],
+              counts: npt.NDArray[np.int64]) -> list[bytes]:
         item_rows = self._item_rows(items, counts)
         score_rows = _score_rows(scores, counts)
         return [
@@ -599,7 +611,7 @@ def fill(backends: Backends, model: TrainedModel, tenant: str, version: str,
         for chunk in range(start, total):
             lo, hi = chunk * o.chunk_users, min(n_users, (chunk + 1) * o.chunk_users)
             users, keys = _chunk_keys(model, lo, hi, tenant, version)
-            payloads = encoder.encode(lo, hi)
+            payloads, cached = encoder.encode_both(lo, hi)
             docs = [
                 {
                     "id": candidates_doc_id(version, u),
@@ -609,7 +621,7 @@ def fill(backends: Backends, model: TrainedModel, tenant: str, version: str,
                 }
                 for u, p in zip(users, payloads, strict=True)
             ]
-            cache.write(keys, encoder.encode_codes(lo, hi))  # Redis works meanwhile
+            cache.write(keys, cached)  # Redis works meanwhile
             writer.upsert_all(RECOMMENDATIONS, docs)
             cache.confirm()
             _write_checkpoint(store, tenant, version, n_users, o.chunk_users, total, chunk + 1)
