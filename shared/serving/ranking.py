@@ -232,7 +232,7 @@ def select(
         mask = category_mask(data, codes, categories)
         keep = None if mask is None else mask.tolist()
         order = (-final).argsort(kind="stable")
-        if not chosen and not taken and mask is None and order.size >= k:
+        if not taken and mask is None and order.size >= k:  # nothing visited yet
             head = _head_if_unconstrained(data, items, codes, final, order[:k], excluded, blocked,
                                           cap if diversify else None)
             if head is not None:

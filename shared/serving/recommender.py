@@ -501,7 +501,6 @@ class Recommender:
         rules = self.rules.for_tenant(q.tenant)
         excluded = (q.exclude | state.hidden | set(q.recent)
                     if state.hidden or q.recent else q.exclude)
-        recent = _recent(q, state)
         if found is not None:
             items, scores, codes = found
             personal: list[Source] = [(items, scores, codes)]
@@ -510,7 +509,7 @@ class Recommender:
                 # tops up when filters leave fewer than k.
                 w = data.reranker.width
                 if head is None:
-                    features = _head_input(data, found, recent, state, window)
+                    features = _head_input(data, found, _recent(q, state), state, window)
                     with telemetry.span("rerank", candidates=features.codes.size):
                         t0 = time.perf_counter()
                         head = rerank(data, features)
@@ -525,7 +524,7 @@ class Recommender:
             source = "cold_start"
             telemetry.fallback("store", "cold_start")
             sources: list[Source] = []
-            content = self._content_based(data, recent)
+            content = self._content_based(data, _recent(q, state))
             if content is not None:
                 sources.append(content)
             trending, failed = self._trending(q.tenant, q.categories)
