@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aredis
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -19,8 +21,9 @@ from shared.online_state import (
     OnlineUpdate,
     RedisOnlineState,
     build_online_state,
+    ranking_resp,
 )
-from shared.stores.cache import LruCache, RedisCache
+from shared.stores.cache import AsyncRedis, LruCache, RedisCache, _pack
 from shared.stores.errors import BackendError
 
 CONFIG = OnlineConfig(recent_limit=3, trending_read_cache_seconds=0)
@@ -177,3 +180,25 @@ def test_an_unreachable_redis_raises_backend_error_and_pings_false() -> None:
 def test_dedupe_ttl_must_cover_the_trending_window() -> None:
     with pytest.raises(ValueError, match="trending window"):
         OnlineConfig(dedupe_ttl_seconds=HOUR, trending_window_hours=48)
+
+
+def test_the_async_ranking_read_sends_what_the_sync_read_sends_and_reads_the_same(
+    redis_client: redis.Redis, redis_port: int,
+) -> None:
+    """The request path packs its three commands from a template: byte for byte what the
+    generic packer makes of `_ranking_commands` (non-ASCII ids included), and on a real Redis
+    the same answer as the pipelined sync read."""
+    for tenant, user, key in [("t1", "u1", "reco:t1:v1:u:u1"), ("tén", "ü-9", "reco:x:é")]:
+        commands = RedisOnlineState._ranking_commands(tenant, user, key)
+        assert ranking_resp(tenant, user, key) == _pack(commands)
+    cache = RedisCache(redis_client)
+    cache.set_many({"reco:t1:v1:u:u1": b"candidates"})
+    aio = AsyncRedis(lambda: aredis.BlockingConnectionPool(port=redis_port, max_connections=2))
+    online = RedisOnlineState(redis_client, CONFIG, aio)
+    online.apply([_u("e1", "a", ago=30), _u("e2", "b", ago=20, kind="purchase"),
+                  _u("e3", "x", kind="dislike")])
+    for user, key in [("u1", "reco:t1:v1:u:u1"), ("nobody", "missing")]:
+        assert asyncio.run(online.read_ranking_with_async("t1", user, key)) == \
+            online.read_ranking_with("t1", user, key)
+    ranking, extra = online.read_ranking_with("t1", "u1", "reco:t1:v1:u:u1")
+    assert (ranking.recent, ranking.hidden, extra) == (["b", "a"], {"a", "b", "x"}, b"candidates")

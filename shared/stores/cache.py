@@ -157,6 +157,14 @@ class AsyncRedis:
 
     async def pipelined(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Replies of `commands`, one round trip; raises PoolExhausted or BackendError."""
+        packed = _pack(commands)
+        if packed is None:  # an argument _pack does not handle: redis-py's own packer
+            return await self.pipelined_packed(commands, len(commands))
+        return await self.pipelined_packed(packed, len(commands))
+
+    async def pipelined_packed(self, packed: bytes | Sequence[tuple[Any, ...]],
+                               replies: int) -> list[Any]:
+        """`pipelined` for commands already in RESP (or as commands for redis-py to pack)."""
         pool, gate = self._for_loop()
         try:
             async with asyncio.timeout(pool.timeout):
@@ -171,18 +179,19 @@ class AsyncRedis:
                 raise redis_error("redis read", exc) from exc
             try:
                 async with asyncio.timeout(conn.socket_timeout):
-                    packed = _pack(commands) or conn.pack_commands(commands)
+                    payload = (packed if isinstance(packed, bytes)
+                               else conn.pack_commands(packed))
                     try:
-                        await conn.send_packed_command(packed, check_health=False)
+                        await conn.send_packed_command(payload, check_health=False)
                         first = await conn.read_response(timeout=math.inf)
                     except (redis.ConnectionError, OSError):
                         # A pooled connection Redis closed meanwhile (a restart, an idle
                         # timeout): one fresh connection, as redis-py's own retry would do.
                         await conn.disconnect(nowait=True)
-                        await conn.send_packed_command(packed, check_health=False)
+                        await conn.send_packed_command(payload, check_health=False)
                         first = await conn.read_response(timeout=math.inf)
                     return [first, *[await conn.read_response(timeout=math.inf)
-                                     for _ in commands[1:]]]
+                                     for _ in range(replies - 1)]]
             except BaseException as exc:
                 # A reply may still be on its way: never hand this connection out again as is.
                 await conn.disconnect(nowait=True)
