@@ -60,7 +60,7 @@ STORE_USERS = 2_000  # users whose candidates are also in Cosmos (the store/degr
 
 @contextmanager
 def redis_process(port: int, workdir: Path):
-    """A redis-server that can be stopped and restarted with its data (SAVE + the RDB file)."""
+    """A redis-server that can be stopped and restarted with its data (`snapshot`, RDB file)."""
     cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
            "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir),
            "--dbfilename", "bench.rdb"]
