@@ -1,9 +1,11 @@
 """A named lease in the `models` container, so two retrain runs for a tenant never overlap.
 
-Built only on insert-once `create()`, which both SQLite and Cosmos DB make atomic:
+Built on insert-once `create()` and the conditional `delete_if()`, which both SQLite and
+Cosmos DB make atomic:
 - a free lease is taken by creating its document;
 - an expired lease is taken over by first creating a takeover marker named after the expired
-  holder's token: only one contender can create it, so only one takes the lease over.
+  holder's token: only one contender can create it, so only one takes the lease over;
+- a holder releases it by deleting the document only while it still carries its token.
 
 The lease lasts `ttl_seconds` (longer than the longest run: the Functions timeout or the
 Databricks job timeout); a crashed holder blocks new runs until then, never longer.
@@ -99,11 +101,10 @@ def holder_of(store: DocumentStore, name: str, partition: str) -> dict[str, str]
 
 
 def release(store: DocumentStore, lease: Lease) -> bool:
-    """Deletes the lease document if it is still ours."""
-    current = store.read(LEASES, _doc_id(lease.name), lease.partition)
-    if current is None or current.get("token") != lease.token:
-        return False
-    return store.delete(LEASES, _doc_id(lease.name), lease.partition)
+    """Deletes the lease document if it is still ours: the token check and the delete are one
+    conditional step, so a holder whose lease expired and was taken over meanwhile can never
+    delete the new holder's lease."""
+    return store.delete_if(LEASES, _doc_id(lease.name), lease.partition, {"token": lease.token})
 
 
 @contextmanager

@@ -99,11 +99,8 @@ def cache(request: pytest.FixtureRequest) -> HotCache:
     return build_cache(Settings(REDIS_HOST="127.0.0.1", REDIS_PORT=port))
 
 
-@pytest.fixture(params=["sqlite", "cosmos"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
-    if request.param == "sqlite":
-        return SqliteStore(tmp_path / "store.sqlite3")
-    endpoint: str = request.getfixturevalue("cosmos_endpoint")
+def fresh_cosmos_store(endpoint: str) -> DocumentStore:
+    """A Cosmos store on the stand-in, in a database of its own."""
     return build_store(
         Settings(
             COSMOS_ENDPOINT=endpoint,
@@ -113,6 +110,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
             COSMOS_VERIFY_TLS=False,
         )
     )
+
+
+@pytest.fixture(params=["sqlite", "cosmos"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> DocumentStore:
+    if request.param == "sqlite":
+        return SqliteStore(tmp_path / "store.sqlite3")
+    return fresh_cosmos_store(request.getfixturevalue("cosmos_endpoint"))
 
 
 @pytest.fixture(params=["folder", "blob"])

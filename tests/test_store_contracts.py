@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
 from shared.stores.cache import HotCache
-from shared.stores.documents import DocumentStore
+from shared.stores.documents import CosmosStore, DocumentStore
+from tests.conftest import fresh_cosmos_store
 
 
 def test_cache_round_trip_and_missing_keys(cache: HotCache) -> None:
@@ -64,6 +66,42 @@ def test_store_delete_query_partition_and_scan(store: DocumentStore) -> None:
     assert not store.delete("events", "e0", "t|u1")
     assert sorted(d["id"] for d in store.scan("events")) == ["e1", "e2", "e3", "e4"]
     assert store.ping()
+
+
+def test_store_delete_if_deletes_only_a_document_that_still_matches(
+    store: DocumentStore,
+) -> None:
+    store.upsert("models", {"id": "lease|x", "pk": "t", "token": "mine", "n": 1})
+    assert not store.delete_if("models", "lease|x", "t", {"token": "theirs"})
+    assert store.read("models", "lease|x", "t") is not None  # a different holder's: kept
+    assert store.delete_if("models", "lease|x", "t", {"token": "mine"})
+    assert store.read("models", "lease|x", "t") is None
+    assert not store.delete_if("models", "lease|x", "t", {"token": "mine"})  # already gone
+    with pytest.raises(ValueError, match="field names"):
+        store.delete_if("models", "lease|x", "t", {"token') OR (1": "x"})
+
+
+def test_cosmos_delete_if_loses_to_a_write_after_its_read(cosmos_endpoint: str) -> None:
+    """The race the condition exists for: someone rewrites the document (same token, new
+    etag) between delete_if's read and its delete; Cosmos refuses the delete (412)."""
+    cosmos_store = fresh_cosmos_store(cosmos_endpoint)
+    assert isinstance(cosmos_store, CosmosStore)
+    cosmos_store.upsert("models", {"id": "lease|y", "pk": "t", "token": "mine", "n": 1})
+    container = cosmos_store._container("models")
+    real_read = container.read_item
+
+    def read_then_someone_writes(*args: Any, **kwargs: Any) -> Any:
+        doc = real_read(*args, **kwargs)
+        cosmos_store.upsert("models", {"id": "lease|y", "pk": "t", "token": "mine", "n": 2})
+        return doc
+
+    container.read_item = read_then_someone_writes
+    try:
+        assert not cosmos_store.delete_if("models", "lease|y", "t", {"token": "mine"})
+    finally:
+        del container.read_item
+    kept = cosmos_store.read("models", "lease|y", "t")
+    assert kept is not None and kept["n"] == 2
 
 
 def test_store_rejects_unknown_container_and_bad_documents(store: DocumentStore) -> None:

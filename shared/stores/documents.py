@@ -37,6 +37,11 @@ class DocumentStore(Protocol):
     def upsert_many(self, container: str, docs: Iterable[Document]) -> int: ...
     def create(self, container: str, doc: Document) -> bool: ...
     def delete(self, container: str, item_id: str, partition_key: str) -> bool: ...
+    def delete_if(self, container: str, item_id: str, partition_key: str,
+                  expected: Mapping[str, str]) -> bool:
+        """Deletes the document only while its top-level fields equal `expected`, atomically
+        (a writer that replaces it in between wins); False when missing or different."""
+        ...
     def query_partition(self, container: str, partition_key: str) -> list[Document]: ...
     def scan(self, container: str, where: Mapping[str, str] | None = None
              ) -> Iterator[Document]:
@@ -147,6 +152,16 @@ class SqliteStore:
                 f"DELETE FROM {self._table(container)} WHERE pk=? AND id=?",
                 (partition_key, item_id),
             )
+        return cur.rowcount == 1
+
+    def delete_if(self, container: str, item_id: str, partition_key: str,
+                  expected: Mapping[str, str]) -> bool:
+        fields = _filter_fields(expected)
+        sql = f"DELETE FROM {self._table(container)} WHERE pk=? AND id=?"
+        sql += "".join(f" AND json_extract(body, '$.{f}') = ?" for f in fields)
+        with self._lock:  # one statement: the check and the delete are one step
+            cur = self._db.execute(sql, [partition_key, item_id,
+                                         *(str(v) for v in expected.values())])
         return cur.rowcount == 1
 
     def query_partition(self, container: str, partition_key: str) -> list[Document]:
@@ -277,6 +292,39 @@ class CosmosStore:
             if exc.status_code == 500 and not self._exists(c, item_id, partition_key):
                 return False
             raise BackendError(f"cosmos delete failed: {exc.status_code} {exc.reason}") from exc
+
+    def delete_if(self, container: str, item_id: str, partition_key: str,
+                  expected: Mapping[str, str]) -> bool:
+        """Read, compare, then delete on the read's etag: Cosmos refuses the delete (412) if
+        anyone wrote the document in between."""
+        from azure.core import MatchConditions
+        from azure.cosmos import exceptions
+
+        _filter_fields(expected)
+        c = self._container(container)
+        try:
+            current = c.read_item(item_id, partition_key=partition_key, timeout=self._timeout)
+        except exceptions.CosmosResourceNotFoundError:
+            return False
+        except exceptions.CosmosHttpResponseError as exc:
+            if exc.status_code == 500 and not self._exists(c, item_id, partition_key):
+                return False  # the stand-in answers a missing item with 500
+            raise BackendError(f"cosmos read failed: {exc.status_code} {exc.reason}") from exc
+        except Exception as exc:  # transport errors, timeouts
+            raise BackendError(f"cosmos read failed: {exc}") from exc
+        if any(str(current.get(f)) != str(v) for f, v in expected.items()):
+            return False
+        try:
+            c.delete_item(item_id, partition_key=partition_key, timeout=self._timeout,
+                          etag=current["_etag"], match_condition=MatchConditions.IfNotModified)
+            return True
+        except (exceptions.CosmosResourceNotFoundError,
+                exceptions.CosmosAccessConditionFailedError):
+            return False  # deleted or rewritten since the read
+        except exceptions.CosmosHttpResponseError as exc:
+            raise BackendError(f"cosmos delete failed: {exc.status_code} {exc.reason}") from exc
+        except Exception as exc:  # transport errors, timeouts
+            raise BackendError(f"cosmos delete failed: {exc}") from exc
 
     def query_partition(self, container: str, partition_key: str) -> list[Document]:
         try:
