@@ -37,6 +37,7 @@ def spark():
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
         .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")  # as the job sets it
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -102,3 +103,20 @@ def test_spark_job_publishes_a_version_that_serving_answers_from(
         assert len(items) == 10 and not set(items) & seen[user]  # seen items removed
         scores = [i["score"] for i in body["items"]]
         assert scores == sorted(scores, reverse=True)
+
+
+def test_the_driver_reads_interactions_as_columns_and_refuses_an_empty_window(spark) -> None:
+    from training.interactions import DataError
+    from training.spark_job import to_interactions
+
+    df = spark.createDataFrame(
+        [("u1", "a", 4.0, 100), ("u2", "a", 1.0, 200), ("u1", "b", 2.5, 300)],
+        "user_id string, item_id string, weight float, ts long",
+    )
+    data = to_interactions(df, "three rows")
+    assert list(data.user_ids) == ["u1", "u2"] and list(data.item_ids) == ["a", "b"]
+    rows = sorted(zip(data.user_ids[data.users].tolist(), data.item_ids[data.items].tolist(),
+                      data.weights.tolist(), data.timestamps.tolist(), strict=True))
+    assert rows == [("u1", "a", 4.0, 100), ("u1", "b", 2.5, 300), ("u2", "a", 1.0, 200)]
+    with pytest.raises(DataError, match="no interactions found in an empty window"):
+        to_interactions(df.where("ts > 1000"), "an empty window")

@@ -3,10 +3,11 @@
 Spark reads the event log (the Cosmos `events` export or Event Hubs Capture files: Avro, Parquet,
 JSON or CSV), keeps the tenant's window, and trains implicit ALS (pyspark.ml) and scores every
 user with `recommendForAllUsers`, removing seen items, distributed. The candidate lists (100 per
-user) are then collected to the driver as a TrainedModel and go through the same pipeline as the
-timer: quality gate, artifact, MLflow, Cosmos/Redis fill, switch and expiry - so versions,
-rollback and serving are the same whichever path produced them. Collecting suits catalogues
-whose candidate lists fit the driver's memory (100 x users x 8 bytes: 1 GB per million users).
+user) are then collected to the driver, columnar through Arrow, as a TrainedModel and go
+through the same pipeline as the timer: quality gate, artifact, MLflow, Cosmos/Redis fill,
+switch and expiry - so versions, rollback and serving are the same whichever path produced
+them. Collecting suits catalogues whose candidate lists fit the driver's memory (100 x users x
+8 bytes: 1 GB per million users; `python -m bench.spark.run` measures the driver's peak).
 
     python training/spark_job.py --tenant T --events PATH [--format avro] [--window-days 180]
 """
@@ -18,7 +19,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __name__ == "__main__" and "__file__" in globals():  # run as a file: the repo root is home
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -130,13 +131,18 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
 
 
 def to_interactions(df: Any, source: str) -> Interactions:
-    """Collects the (windowed) rows to the driver: four columns, smaller than the lists."""
-    rows = df.select("user_id", "item_id", "weight", "ts").collect()
-    if not rows:
+    """Collects the (windowed) rows to the driver: four columns, smaller than the lists.
+
+    Through Arrow (`toPandas`, columnar batches) rather than `collect()`, which builds one
+    Python Row per interaction: several times the memory and time at millions of rows.
+    """
+    frame = df.select("user_id", "item_id", "weight", "ts").toPandas()
+    if frame.empty:
         raise DataError(f"no interactions found in {source}")
-    users, items, weights, times = zip(*rows, strict=True)
-    return Interactions.from_columns(list(users), list(items), list(weights), list(times),
-                                     source=source)
+    return Interactions.from_columns(
+        frame["user_id"].to_numpy(str), frame["item_id"].to_numpy(str),
+        frame["weight"].to_numpy(np.float32), frame["ts"].to_numpy(np.int64), source=source,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +159,14 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
 
     def train(data: Interactions) -> TrainedModel:
         t0 = time.perf_counter()
+        import pandas as pd
+
         m = data.matrix().tocoo()  # repeated pairs summed: one confidence per (user, item)
-        triples = list(zip(m.row.tolist(), m.col.tolist(), m.data.tolist(), strict=True))
-        ratings = spark.createDataFrame(triples, "user int, item int, rating float")
+        ratings = spark.createDataFrame(  # from columns (Arrow), not a Python tuple per pair
+            pd.DataFrame({"user": m.row.astype(np.int32), "item": m.col.astype(np.int32),
+                          "rating": m.data.astype(np.float32)}),
+            "user int, item int, rating float",
+        )
         als = ALS(rank=rank, maxIter=max_iter, regParam=reg, alpha=alpha, implicitPrefs=True,
                   userCol="user", itemCol="item", ratingCol="rating", seed=seed,
                   coldStartStrategy="drop", numUserBlocks=blocks, numItemBlocks=blocks)
@@ -173,9 +184,10 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
         )
         top_items = np.full((data.n_users, n_candidates), -1, dtype=np.int32)
         top_scores = np.zeros((data.n_users, n_candidates), dtype=np.float32)
-        for row in recs.select("user", "rank", "item", "score").collect():
-            top_items[row[0], row[1] - 1] = row[2]
-            top_scores[row[0], row[1] - 1] = row[3]
+        lists = cast(pd.DataFrame, recs.select("user", "rank", "item", "score").toPandas())
+        users, slots = lists["user"].to_numpy(np.int64), lists["rank"].to_numpy(np.int64) - 1
+        top_items[users, slots] = lists["item"].to_numpy(np.int32)
+        top_scores[users, slots] = lists["score"].to_numpy(np.float32)
         log.info("spark ALS: %d users, %d items in %.1f s",
                  data.n_users, data.n_items, time.perf_counter() - t0)
         from training.train import item_stats_npz
@@ -226,7 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     if not is_valid_id(args.tenant):
         print(f"error: tenant '{args.tenant}' is not valid: {ID_RULE}", file=sys.stderr)
         return 2
-    spark = SparkSession.builder.appName(f"recommender-retrain-{args.tenant}").getOrCreate()
+    spark = (
+        SparkSession.builder.appName(f"recommender-retrain-{args.tenant}")
+        # columnar transfers for the driver's two collections and the ratings upload (on by
+        # default on Databricks; without it toPandas falls back to row-by-row)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
     try:
         result = run_job(spark, get_runtime(), args)
     except (DataError, FileNotFoundError) as exc:
