@@ -52,7 +52,9 @@ def ranking_resp(tenant: str, user_id: str, extra_key: str) -> bytes:
     base = f"{tenant_tag(tenant)}:u:{user_id}".encode()
     extra = extra_key.encode()
     n = len(base)
-    return _RANKING_RESP % (n + 7, base, n + 5, base, n + 10, base, n + 9, base,
+    # each key's length: the user's prefix plus its role suffix, as in user_state_keys
+    return _RANKING_RESP % (n + len(":recent"), base, n + len(":seen"), base,
+                            n + len(":purchased"), base, n + len(":disliked"), base,
                             len(extra), extra)
 
 

@@ -164,7 +164,9 @@ class AsyncRedis:
 
     async def pipelined_packed(self, packed: bytes | Sequence[tuple[Any, ...]],
                                replies: int) -> list[Any]:
-        """`pipelined` for commands already in RESP (or as commands for redis-py to pack)."""
+        """`pipelined` for commands already packed as RESP bytes, `replies` of them (a request
+        path's fixed read); from `pipelined`, also commands `_pack` declined, which redis-py's
+        packer then packs."""
         pool, gate = self._for_loop()
         try:
             async with asyncio.timeout(pool.timeout):
