@@ -219,13 +219,15 @@ class CosmosStore:
             raise ValueError(f"unknown container '{container}'") from None
 
     def read(self, container: str, item_id: str, partition_key: str) -> Document | None:
+        raw = self._read_raw(self._container(container), item_id, partition_key)
+        return None if raw is None else _without_system_fields(raw)
+
+    def _read_raw(self, c: Any, item_id: str, partition_key: str) -> dict[str, Any] | None:
+        """The document with Cosmos's system fields (`_etag`...), or None when missing."""
         from azure.cosmos import exceptions
 
-        c = self._container(container)
         try:
-            return _without_system_fields(
-                c.read_item(item_id, partition_key=partition_key, timeout=self._timeout)
-            )
+            return dict(c.read_item(item_id, partition_key=partition_key, timeout=self._timeout))
         except exceptions.CosmosResourceNotFoundError:
             return None
         except exceptions.CosmosHttpResponseError as exc:
@@ -302,17 +304,8 @@ class CosmosStore:
 
         _filter_fields(expected)
         c = self._container(container)
-        try:
-            current = c.read_item(item_id, partition_key=partition_key, timeout=self._timeout)
-        except exceptions.CosmosResourceNotFoundError:
-            return False
-        except exceptions.CosmosHttpResponseError as exc:
-            if exc.status_code == 500 and not self._exists(c, item_id, partition_key):
-                return False  # the stand-in answers a missing item with 500
-            raise BackendError(f"cosmos read failed: {exc.status_code} {exc.reason}") from exc
-        except Exception as exc:  # transport errors, timeouts
-            raise BackendError(f"cosmos read failed: {exc}") from exc
-        if any(str(current.get(f)) != str(v) for f, v in expected.items()):
+        current = self._read_raw(c, item_id, partition_key)
+        if current is None or any(str(current.get(f)) != str(v) for f, v in expected.items()):
             return False
         try:
             c.delete_item(item_id, partition_key=partition_key, timeout=self._timeout,
