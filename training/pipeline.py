@@ -54,6 +54,11 @@ class PipelineReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _varies(values: npt.NDArray[np.generic]) -> bool:
+    """Whether a column carries information (ratings or event weights, real timestamps)."""
+    return values.size > 1 and bool((values != values.flat[0]).any())
+
+
 class DefaultPipeline:
     """Fits on train Interactions; recommends like any CandidateGenerator afterwards."""
 
@@ -72,7 +77,8 @@ class DefaultPipeline:
         t0 = time.perf_counter()
         fit, val = validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed)
         fit_m = fit.matrix(binary=True)
-        plan = choose(train.n_items, cfg.memory_budget)
+        plan = choose(train.n_items, cfg.memory_budget, weighted=_varies(train.weights),
+                      timed=_varies(train.timestamps))
         self.report.plan = plan.reason
         folds, nested = self._folds(train, fit, val)
         tuned = tuning.tune(plan.members, folds, cfg.budget_seconds, cfg.k, nested)
@@ -101,7 +107,7 @@ class DefaultPipeline:
         members = [make(n, tuned.best[n]) for n in plan.members]
         self._train = train.matrix(binary=True)
         self.blend = Blend(members, tuned.weights)
-        self.blend.fit(self._train)
+        self.blend.fit(self._train, train)
         self._ctx = reranker.build_context(train, categories) if self.model is not None else None
         self.report.seconds["refit"] = time.perf_counter() - t2
 
@@ -120,12 +126,13 @@ class DefaultPipeline:
         parts = [(fit, val)]
         for i in range(1, n_folds):
             parts.append(validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed + i))
-        folds = [(f.matrix(binary=True), v.matrix(binary=True)) for f, v in parts]
+        folds = [tuning.Fold(f.matrix(binary=True), v.matrix(binary=True), f) for f, v in parts]
         nested: list[tuning.Fold] = []
         if n_folds > 1:  # one fold is too noisy to extrapolate a trend from
             for i, (f, _) in enumerate(parts):
                 sub_fit, sub_val = validation_split(f, cfg.protocol, cfg.val_fraction, cfg.seed + i)
-                nested.append((sub_fit.matrix(binary=True), sub_val.matrix(binary=True)))
+                nested.append(tuning.Fold(sub_fit.matrix(binary=True),
+                                          sub_val.matrix(binary=True), sub_fit))
         return folds, nested
 
     def recommend(

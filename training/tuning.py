@@ -12,20 +12,20 @@ measures that drift on nested folds (fit -> sub-fit) and extrapolates it to the 
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
 from training import metrics
-from training.generators.base import CandidateGenerator, top_n
+from training.generators.base import CandidateGenerator, fit_generator, top_n
 from training.generators.ensemble import standardise_rows
 from training.generators.selector import make
+from training.interactions import Interactions
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     # user_weight: Gram built from X' diag(n_u^-w) X (see EASE); cheap, so both axes are searched
@@ -60,14 +60,25 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         )
     ],
 }
+# The EASE variants are blend members: their own grids stay small (the blend weight decides).
+GRIDS["ease_centred"] = [{"reg_scale": 8.0}, {"reg_scale": 4.0}]
+GRIDS["ease_session"] = [{"reg_scale": 2.0, "gap_seconds": 60.0},
+                         {"reg_scale": 0.5, "gap_seconds": 0.0}]
 BLEND_WEIGHTS = (0.0, 0.15, 0.3, 0.5, 0.75, 1.0)
+BLEND_PASSES = 3  # coordinate-ascent passes over the extra members' weights
 AUTO_BUDGET_FACTOR = 2.0
 MIN_BUDGET_SECONDS = 2.0
 REG_STEP = 2.0  # transfer_reg probes EASE reg_scale at this ratio around the tuned value
 MAX_REG_WALK = 3
 MAX_REG_SHIFT = 2.0  # transfer_reg moves reg_scale by at most this factor either way
 
-Fold = tuple[sparse.csr_matrix, sparse.csr_matrix]  # (fit matrix, validation matrix)
+class Fold(NamedTuple):
+    """One validation fold: the fit part as a 0/1 matrix (and as interactions, for members
+    that learn from weights or times) and the validation part as a 0/1 matrix."""
+
+    fit: sparse.csr_matrix
+    val: sparse.csr_matrix
+    data: Interactions | None = None
 
 
 @dataclass
@@ -115,10 +126,10 @@ def folds_ndcg(
     """Mean validation nDCG of `name(params)` fitted on each fold; the first fold's model."""
     scores: list[float] = []
     first: CandidateGenerator | None = None
-    for fit_m, val_m in folds:
+    for fold in folds:
         gen = make(name, params)
-        gen.fit(fit_m)
-        scores.append(val_ndcg(gen, fit_m, val_m, k))
+        fit_generator(gen, fold.fit, fold.data)
+        scores.append(val_ndcg(gen, fold.fit, fold.val, k))
         first = gen if first is None else first
     assert first is not None
     return float(np.mean(scores)), first
@@ -151,13 +162,14 @@ def tune_blend(
     folds: Sequence[Fold],
     k: int = 10,
 ) -> tuple[list[float], float]:
-    """Weight of each extra member relative to the first (weight 1), by mean validation nDCG.
+    """Weight of each extra member relative to the first (weight 1), by mean validation nDCG
+    (coordinate ascent over BLEND_WEIGHTS).
 
     `members[f]` are the models fitted on fold f. Member scores for the sampled users are
     computed once per fold; each weight vector is then one weighted sum and one top-k per fold.
     """
     cached = []
-    for fold_members, (fit_m, val_m) in zip(members, folds, strict=True):
+    for fold_members, (fit_m, val_m, _) in zip(members, folds, strict=True):
         users = sample_users(val_m)
         parts = [standardise_rows(m.scores(users)) for m in fold_members]
         cached.append((users, val_m[users], fit_m[users], parts, fit_m.shape[1]))
@@ -173,13 +185,17 @@ def tune_blend(
 
     best_w = [1.0] + [0.0] * (n_members - 1)
     best_score = score(best_w)
-    for combo in itertools.product(BLEND_WEIGHTS, repeat=n_members - 1):
-        if not any(combo):
-            continue
-        w = [1.0, *combo]
-        value = score(w)
-        if value > best_score + 1e-6:
-            best_w, best_score = w, value
+    # One weight at a time over the grid, the others held: with one extra member that is the
+    # whole grid; with more, the full grid would grow as 6^(n-1).
+    for _ in range(BLEND_PASSES if n_members > 2 else 1):
+        for j in range(1, n_members):
+            for weight in BLEND_WEIGHTS:
+                w = [*best_w[:j], weight, *best_w[j + 1:]]
+                if w == best_w:
+                    continue
+                value = score(w)
+                if value > best_score + 1e-6:
+                    best_w, best_score = w, value
     return best_w, best_score
 
 
@@ -244,9 +260,9 @@ def transfer_reg(
     trials: list[Trial] = []
     peak_nested = _curve_peak(params, nested, k, {}, "nested", trials)
     peak_fit = _curve_peak(params, folds, k, dict(known or {}), "fit", trials)
-    sub_nnz = float(np.mean([f.nnz for f, _ in nested]))
-    fit_nnz = float(np.mean([f.nnz for f, _ in folds]))
-    train_nnz = fit_nnz + float(np.mean([v.nnz for _, v in folds]))
+    sub_nnz = float(np.mean([f.fit.nnz for f in nested]))
+    fit_nnz = float(np.mean([f.fit.nnz for f in folds]))
+    train_nnz = fit_nnz + float(np.mean([f.val.nnz for f in folds]))
     steps = np.log(train_nnz / fit_nnz) / max(float(np.log(fit_nnz / max(sub_nnz, 1.0))), 1e-9)
     bound = float(np.log(MAX_REG_SHIFT))
     shift = float(np.clip((peak_fit - peak_nested) * steps, -bound, bound))
@@ -296,7 +312,7 @@ def tune(
         fold_members = []
         for n in names:
             gen = make(n, result.best[n])
-            gen.fit(fold[0])
+            fit_generator(gen, fold.fit, fold.data)
             fold_members.append(gen)
         per_fold.append(fold_members)
     result.weights, result.blend_ndcg = tune_blend(per_fold, folds, k)

@@ -1,4 +1,4 @@
-"""Exploration, not the pipeline: two extra blend members measured on the stratified split.
+"""The analysis that brought two blend members into the pipeline, kept to rerun its figures.
 
     python -m bench.quality.leads [--data ../shared/data/ml-100k]
 
@@ -25,7 +25,7 @@ from bench.quality.run import DEFAULT_DATA
 from training import metrics
 from training.datasets import load_movielens
 from training.generators.base import top_n
-from training.generators.ease import EASE
+from training.generators.ease_variants import CentredEASE, SessionEASE
 from training.generators.ensemble import standardise_rows
 from training.generators.selector import make
 from training.interactions import Interactions
@@ -38,16 +38,7 @@ CENTRED_WEIGHTS = (0.0, 0.25, 0.4)
 SESSION_WEIGHTS = (0.0, 0.25, 0.5)
 
 
-def session_matrix(data: Interactions, gap: int) -> sparse.csr_matrix:
-    """Sessions x items, 0/1: a new session starts at a new user or after a longer gap."""
-    order = np.lexsort((data.timestamps, data.users))
-    users, items, ts = data.users[order], data.items[order], data.timestamps[order]
-    start = np.r_[True, (users[1:] != users[:-1]) | (np.diff(ts) > gap)]
-    sid = np.cumsum(start) - 1
-    m = sparse.csr_matrix((np.ones(sid.size, np.float32), (sid, items)),
-                          shape=(int(sid[-1]) + 1, data.n_items))
-    m.data[:] = 1.0
-    return m
+BASE = ("ease", "als")  # the blend the leads were measured on top of
 
 
 def components(data: Interactions, params: dict[str, dict[str, object]]) -> dict[str, FloatArray]:
@@ -55,22 +46,17 @@ def components(data: Interactions, params: dict[str, dict[str, object]]) -> dict
     binary = data.matrix(binary=True)
     users = np.arange(data.n_users)
     out = {}
-    for name, p in params.items():
-        gen = make(name, p)
+    for name in BASE:
+        gen = make(name, params[name])
         gen.fit(binary)
         out[name] = standardise_rows(gen.scores(users))
-    weights = data.matrix()
-    weights.data -= weights.data.mean()
-    centred = EASE(reg_scale=8.0)
-    centred.fit(weights)
+    centred = CentredEASE(reg_scale=8.0)
+    centred.fit_interactions(data)
     out["centred"] = standardise_rows(centred.scores(users))
     for gap, reg in SESSIONS:
-        session = EASE(reg_scale=reg)
-        session.fit(session_matrix(data, gap))
-        assert session.weights is not None
-        out[f"session{gap}s/{reg:g}"] = standardise_rows(
-            np.asarray(binary @ session.weights, np.float32)
-        )
+        session = SessionEASE(reg_scale=reg, gap_seconds=gap)
+        session.fit_interactions(data)
+        out[f"session{gap}s/{reg:g}"] = standardise_rows(session.scores(users))
     return out
 
 
@@ -102,7 +88,7 @@ def main() -> None:
         figures = []
         for parts, exclude, truth in built:
             total = w_c * parts["centred"] + w_s * parts[session]
-            for name, w in zip(params, pipe.report.weights, strict=True):
+            for name, w in zip(BASE, pipe.report.weights, strict=False):
                 total = total + w * parts[name]
             figures.append(scores_of(total, exclude, truth))
         val = float(np.mean([f[0] for f in figures[:3]]))

@@ -12,7 +12,7 @@ def _fold(seed: int) -> tuning.Fold:
     fit = (x - val).tocsr()
     fit.eliminate_zeros()
     val.eliminate_zeros()
-    return fit, val
+    return tuning.Fold(fit, val)
 
 
 def test_peak_of_parabola_and_edges() -> None:

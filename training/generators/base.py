@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
+from training.interactions import Interactions
+
 IntArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float32]
 ScoreFn = Callable[[npt.NDArray[np.integer]], npt.NDArray[np.floating]]
@@ -59,6 +61,23 @@ class CandidateGenerator(Protocol):
     ) -> tuple[IntArray, FloatArray]:
         """Top-n most similar items per item (the item itself excluded)."""
         ...
+
+
+@runtime_checkable
+class FitsInteractions(Protocol):
+    """A generator that learns from the interactions themselves (weights, times), not only
+    from the users x items matrix."""
+
+    def fit_interactions(self, data: Interactions) -> None: ...
+
+
+def fit_generator(gen: CandidateGenerator, matrix: sparse.csr_matrix,
+                  data: Interactions | None = None) -> None:
+    """`gen.fit(matrix)`, or `gen.fit_interactions(data)` for generators that want them."""
+    if data is not None and isinstance(gen, FitsInteractions):
+        gen.fit_interactions(data)
+    else:
+        gen.fit(matrix)
 
 
 def top_n(

@@ -12,7 +12,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-from training.generators.base import CandidateGenerator, FloatArray, IntArray, not_fitted, top_n
+from training.generators.base import (
+    CandidateGenerator,
+    FloatArray,
+    IntArray,
+    fit_generator,
+    not_fitted,
+    top_n,
+)
+from training.interactions import Interactions
 
 
 def standardise_rows(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -36,10 +44,12 @@ class Blend:
         )
         self._train: sparse.csr_matrix | None = None
 
-    def fit(self, train: sparse.csr_matrix) -> None:
+    def fit(self, train: sparse.csr_matrix, data: Interactions | None = None) -> None:
+        """Fits every member on `train`; members that learn from the interactions themselves
+        get `data` (the interactions `train` was built from) when it is given."""
         self._train = sparse.csr_matrix(train)
         for m in self.members:
-            m.fit(train)
+            fit_generator(m, train, data)
 
     def attach(self, train: sparse.csr_matrix) -> None:
         """Use members that are already fitted on `train` (tuning fits them once)."""

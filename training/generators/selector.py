@@ -14,6 +14,7 @@ from training.generators import ease
 from training.generators.als import ALS
 from training.generators.base import CandidateGenerator
 from training.generators.ease import EASE
+from training.generators.ease_variants import CentredEASE, SessionEASE
 from training.generators.item_knn import ItemKNN
 from training.generators.popularity import Popularity
 
@@ -39,13 +40,22 @@ def choose(
     n_items: int,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     max_dense_items: int = DEFAULT_MAX_DENSE_ITEMS,
+    weighted: bool = False,
+    timed: bool = False,
 ) -> Plan:
     """EASE when the dense fit fits half the memory budget and the size cap, else sparse kNN;
-    blended with ALS when `implicit` is installed."""
+    blended with ALS when `implicit` is installed. With dense EASE, the weight-centred and the
+    session EASE join the blend when the interactions carry varying weights / timestamps and
+    their item-item matrices (kept beside plain EASE's) still fit."""
     need = ease.memory_bytes(n_items)
     als: tuple[str, ...] = ("als",) if has_implicit() else ()
     if n_items <= max_dense_items and need <= memory_budget // 2:
-        return Plan(("ease", *als), f"{n_items} items: dense EASE needs {need / GIB:.2f} GiB")
+        extras = (("ease_centred",) if weighted else ()) + (("ease_session",) if timed else ())
+        kept = 4 * n_items * n_items  # one fitted float32 item-item matrix
+        while extras and need + kept * (1 + len(extras)) > memory_budget // 2:
+            extras = extras[:-1]
+        return Plan(("ease", *als, *extras),
+                    f"{n_items} items: dense EASE needs {need / GIB:.2f} GiB")
     return Plan(
         ("item_knn", *als),
         f"{n_items} items: dense EASE would need {need / GIB:.2f} GiB / O(n^3) time; "
@@ -57,6 +67,10 @@ def make(name: str, params: dict[str, Any]) -> CandidateGenerator:
     """Build a generator by name with keyword parameters."""
     if name == "ease":
         return EASE(**params)
+    if name == "ease_centred":
+        return CentredEASE(**params)
+    if name == "ease_session":
+        return SessionEASE(**params)
     if name == "als":
         return ALS(**params)
     if name == "item_knn":
