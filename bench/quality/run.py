@@ -23,7 +23,7 @@ import numpy as np
 from training.datasets import category_matrix, load_movielens
 from training.evaluate import evaluate_generator
 from training.generators.als import ALS
-from training.generators.base import CandidateGenerator, Recommender
+from training.generators.base import CandidateGenerator, Recommender, fit_generator
 from training.generators.ease import EASE
 from training.generators.item_knn import ItemKNN
 from training.generators.popularity import Popularity
@@ -47,7 +47,7 @@ PUBLISHED = [
 
 def _fit(gen: CandidateGenerator, train: Interactions) -> float:
     t0 = time.perf_counter()
-    gen.fit(train.matrix(binary=True))
+    fit_generator(gen, train.matrix(binary=True), train)  # the EASE variants want the rows
     return time.perf_counter() - t0
 
 
