@@ -59,11 +59,14 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
             (128, 5.0, 1.0),
         )
     ],
+    # The EASE variants are blend members: their own grids stay small (the blend weight
+    # decides how much each counts).
+    "ease_centred": [{"reg_scale": 8.0}, {"reg_scale": 4.0}],
+    "ease_session": [
+        {"reg_scale": 2.0, "gap_seconds": 60.0},
+        {"reg_scale": 0.5, "gap_seconds": 0.0},
+    ],
 }
-# The EASE variants are blend members: their own grids stay small (the blend weight decides).
-GRIDS["ease_centred"] = [{"reg_scale": 8.0}, {"reg_scale": 4.0}]
-GRIDS["ease_session"] = [{"reg_scale": 2.0, "gap_seconds": 60.0},
-                         {"reg_scale": 0.5, "gap_seconds": 0.0}]
 BLEND_WEIGHTS = (0.0, 0.15, 0.3, 0.5, 0.75, 1.0)
 BLEND_PASSES = 3  # coordinate-ascent passes over the extra members' weights
 AUTO_BUDGET_FACTOR = 2.0
@@ -71,6 +74,7 @@ MIN_BUDGET_SECONDS = 2.0
 REG_STEP = 2.0  # transfer_reg probes EASE reg_scale at this ratio around the tuned value
 MAX_REG_WALK = 3
 MAX_REG_SHIFT = 2.0  # transfer_reg moves reg_scale by at most this factor either way
+
 
 class Fold(NamedTuple):
     """One validation fold: the fit part as a 0/1 matrix (and as interactions, for members
