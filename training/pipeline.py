@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +54,13 @@ class PipelineReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+class TunedBlend(NamedTuple):
+    members: tuple[str, ...]
+    on_fit: Blend  # tuned, fitted on `fit` (the first validation fold's fit part)
+    fit: Interactions
+    val: Interactions
+
+
 def _varies(values: npt.NDArray[np.generic]) -> bool:
     """Whether a column carries information (ratings or event weights, real timestamps)."""
     return values.size > 1 and bool((values != values.flat[0]).any())
@@ -72,11 +79,11 @@ class DefaultPipeline:
         self._ctx: reranker.Context | None = None
         self._train: sparse.csr_matrix | None = None
 
-    def fit(self, train: Interactions, categories: npt.NDArray[np.float32] | None = None) -> None:
+    def tune(self, train: Interactions) -> TunedBlend:
+        """Steps 1-3: the blend tuned on validation, fitted on the first fold's fit part (what
+        the re-ranker learns to re-order). Fills the report's plan, parameters and weights."""
         cfg = self.config
-        t0 = time.perf_counter()
         fit, val = validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed)
-        fit_m = fit.matrix(binary=True)
         plan = choose(train.n_items, cfg.memory_budget, weighted=_varies(train.weights),
                       timed=_varies(train.timestamps))
         self.report.plan = plan.reason
@@ -88,14 +95,21 @@ class DefaultPipeline:
         self.report.trials = [
             (t.name, t.params, round(t.ndcg, 4), round(t.seconds, 2)) for t in tuned.trials
         ]
+        on_fit = Blend([tuned.fitted[n] for n in plan.members], tuned.weights)
+        on_fit.attach(folds[0].fit)
+        return TunedBlend(plan.members, on_fit, fit, val)
+
+    def fit(self, train: Interactions, categories: npt.NDArray[np.float32] | None = None) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        tuned = self.tune(train)
         t1 = time.perf_counter()
         self.report.seconds["tune"] = t1 - t0
         self.model = None
         if cfg.rerank:
-            on_fit = Blend([tuned.fitted[n] for n in plan.members], tuned.weights)
-            on_fit.attach(fit_m)
             rr = reranker.train_reranker(
-                on_fit, fit, val, categories, cfg.n_candidates, cfg.k, seed=cfg.seed
+                tuned.on_fit, tuned.fit, tuned.val, categories, cfg.n_candidates, cfg.k,
+                seed=cfg.seed,
             )
             self.model = rr.model
             verdict = "kept" if rr.model is not None else "rejected"
@@ -104,9 +118,9 @@ class DefaultPipeline:
             )
         t2 = time.perf_counter()
         self.report.seconds["rerank"] = t2 - t1
-        members = [make(n, tuned.best[n]) for n in plan.members]
+        members = [make(n, self.report.params[n]) for n in tuned.members]
         self._train = train.matrix(binary=True)
-        self.blend = Blend(members, tuned.weights)
+        self.blend = Blend(members, self.report.weights)
         self.blend.fit(self._train, train)
         self._ctx = reranker.build_context(train, categories) if self.model is not None else None
         self.report.seconds["refit"] = time.perf_counter() - t2

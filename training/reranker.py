@@ -6,15 +6,15 @@ It is kept only when it beats the generator's own order on validation users it d
 
 A least-squares regressor on the 0/1 labels, not a classifier: ranking needs only the order, and
 its ONNX graph (one TreeEnsembleRegressor, no label or probability outputs) is cheaper per
-request. 30 trees of 8 leaves (learning rate 0.2) give ML-100k's temporal split nDCG@10 0.2107,
-against 0.2095 for 40 trees at 0.15, 0.2046 for 20 at 0.3 and 0.2065 for the earlier 150 trees
-of 15 leaves (`bench.quality.run --protocol temporal` with `new_model` edited); ONNX time grows
-with the number of trees (`bench.serve.profile_path --tree-sizes 20,30,40,150`).
+request. Its size is a cost decision: request-time ONNX time grows with the number of trees,
+and `python -m bench.quality.reranker_shapes` prints, per shape, the validation gain (paired
+against the default, over many held-out halves) and the ONNX time per 100 candidates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -112,14 +112,26 @@ def labels(
     return (np.asarray(truth[rows, cols]).ravel() > 0) & (cand.ravel() >= 0)
 
 
-def new_model(seed: int = 0) -> HistGradientBoostingRegressor:
+class Shape(NamedTuple):
+    trees: int
+    leaves: int
+    learning_rate: float
+
+
+# On ML-100k's temporal split, 30 trees at 0.2 gain about a third more validation nDCG@10 than
+# 15 or 20 trees (at 0.4 or 0.25), whose ONNX time per candidate is about half; the serving
+# throughput that would buy is within the run-to-run noise of bench/serve (its README).
+DEFAULT_SHAPE = Shape(trees=30, leaves=8, learning_rate=0.2)
+
+
+def new_model(seed: int = 0, shape: Shape = DEFAULT_SHAPE) -> HistGradientBoostingRegressor:
     """Few small, regularised trees: they train in seconds and score 100 candidates in tens of
     microseconds at request time."""
     cst = [MONOTONIC.get(name, 0) for name in FEATURES]
     return HistGradientBoostingRegressor(
-        max_iter=30,
-        learning_rate=0.2,
-        max_leaf_nodes=8,
+        max_iter=shape.trees,
+        learning_rate=shape.learning_rate,
+        max_leaf_nodes=shape.leaves,
         min_samples_leaf=100,
         l2_regularization=1.0,
         monotonic_cst=cst,
@@ -146,6 +158,51 @@ class RerankerFit:
     reranked_ndcg: float
 
 
+class TrainingRows(NamedTuple):
+    """Validation users' candidates from the blend fitted on `fit`, their features and labels."""
+
+    users: npt.NDArray[np.int64]
+    cand: IntArray  # users x n_candidates
+    feats: npt.NDArray[np.float32]  # users*n_candidates x features
+    labels: npt.NDArray[np.bool_]
+    truth: sparse.csr_matrix  # validation 0/1 matrix, all users
+
+
+def training_rows(
+    gen_on_fit: CandidateGenerator,
+    fit: Interactions,
+    val: Interactions,
+    categories: npt.NDArray[np.float32] | None,
+    n_candidates: int = 50,
+    seed: int = 0,
+    max_users: int = 2000,
+) -> TrainingRows:
+    ctx = build_context(fit, categories)
+    val_m = val.matrix(binary=True)
+    users = sample_users(val_m, max_users=max_users, seed=seed)
+    cand, feats = candidate_features(gen_on_fit, users, ctx, n_candidates, fit.matrix(binary=True))
+    return TrainingRows(users, cand, feats, labels(cand, users, val_m), val_m)
+
+
+def held_out_gain(
+    rows: TrainingRows, half: npt.NDArray[np.bool_], k: int, seed: int = 0,
+    shape: Shape = DEFAULT_SHAPE,
+) -> tuple[float, float] | None:
+    """(nDCG@k of the blend's order, of the re-ranked order) on the users outside `half`, for
+    a model trained on the users in it; None when either side has no positive label."""
+    rows_a = np.repeat(half, rows.cand.shape[1])
+    y = rows.labels
+    if y[rows_a].sum() == 0 or y[~rows_a].sum() == 0:
+        return None
+    probe = new_model(seed, shape)
+    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+        probe.fit(rows.feats[rows_a], y[rows_a].astype(np.float32))
+    truth_b = rows.truth[rows.users[~half]]
+    base = metrics.ndcg_at_k(rows.cand[~half], truth_b, k)
+    reranked, _ = reorder(probe, rows.cand[~half], rows.feats[~rows_a])
+    return base, metrics.ndcg_at_k(reranked, truth_b, k)
+
+
 def train_reranker(
     gen_on_fit: CandidateGenerator,
     fit: Interactions,
@@ -158,28 +215,17 @@ def train_reranker(
     max_users: int = 2000,
 ) -> RerankerFit:
     """Train on half the validation users, gate on the other half, then refit on all of them."""
-    ctx = build_context(fit, categories)
-    val_m = val.matrix(binary=True)
-    users = sample_users(val_m, max_users=max_users, seed=seed)
-    cand, feats = candidate_features(gen_on_fit, users, ctx, n_candidates, fit.matrix(binary=True))
-    y = labels(cand, users, val_m)
-    rng = np.random.default_rng(seed)
-    half = rng.random(users.size) < 0.5
-    rows_a = np.repeat(half, n_candidates)
-    if y[rows_a].sum() == 0 or y[~rows_a].sum() == 0:
+    rows = training_rows(gen_on_fit, fit, val, categories, n_candidates, seed, max_users)
+    half = np.random.default_rng(seed).random(rows.users.size) < 0.5
+    scored = held_out_gain(rows, half, k, seed)
+    if scored is None:
         return RerankerFit(None, 0.0, 0.0)
-    probe = new_model(seed)
-    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        probe.fit(feats[rows_a], y[rows_a].astype(np.float32))
-    truth_b = val_m[users[~half]]
-    base = metrics.ndcg_at_k(cand[~half], truth_b, k)
-    reranked, _ = reorder(probe, cand[~half], feats[~rows_a])
-    gain = metrics.ndcg_at_k(reranked, truth_b, k)
+    base, gain = scored
     if gain < base + min_gain:
         return RerankerFit(None, base, gain)
     model = new_model(seed)
     with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        model.fit(feats, y.astype(np.float32))
+        model.fit(rows.feats, rows.labels.astype(np.float32))
     return RerankerFit(model, base, gain)
 
 
