@@ -51,7 +51,7 @@ def _rows_where_popularity_decides(n_users: int = 400, n_cand: int = 20) -> Trai
     """The blend lists candidates least popular first; the held-out items are the popular ones."""
     rng = np.random.default_rng(1)
     users = np.arange(n_users, dtype=np.int64)
-    cand = np.tile(np.arange(n_cand, dtype=np.int64), (n_users, 1))
+    cand = np.tile(np.arange(n_cand, dtype=np.int32), (n_users, 1))
     feats = rng.random((n_users * n_cand, len(FEATURES))).astype(np.float32)
     pop = np.tile(np.linspace(0, 1, n_cand, dtype=np.float32), n_users)
     feats[:, FEATURES.index("pop_pct")] = pop
