@@ -117,6 +117,9 @@ class Shape(NamedTuple):
     leaves: int
     learning_rate: float
 
+    def __str__(self) -> str:
+        return f"{self.trees}x{self.leaves}@{self.learning_rate:g}"
+
 
 # On ML-100k's temporal split, 30 trees at 0.2 gain about a third more validation nDCG@10 than
 # 15 or 20 trees (at 0.4 or 0.25), whose ONNX time per candidate is about half; the serving

@@ -109,14 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:
         g = np.array(gains[shape])
         if g.size != base.size or not g.size:
-            print(f"{shape.trees}x{shape.leaves}@{shape.learning_rate:g}: no labels on a half")
+            print(f"{shape}: no labels on a half")
             continue
         diff = g - base
         paired = ("(default)" if shape == DEFAULT_SHAPE else
                   f"{diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(diff.size):.4f}")
         cost = onnx_us_per_100(rows, shape, rng)
-        label = f"{shape.trees}x{shape.leaves}@{shape.learning_rate:g}"
-        print(f"{label:<32}{g.mean():>+10.4f}{paired:>20}"
+        print(f"{shape!s:<32}{g.mean():>+10.4f}{paired:>20}"
               f"{min(cost):>12.1f} /{statistics.median(cost):>6.1f}")
     print(f"\nmean over {base.size} held-out halves; ± is the standard error of the paired "
           "difference; ONNX: lowest / median of 15")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from bench.quality.reranker_shapes import parse_shape
 from shared.keys import (
     candidates_cache_key,
     candidates_doc_id,
@@ -46,6 +47,7 @@ from shared.serving.recommender import RECOMMENDATIONS
 from shared.settings import Settings
 from shared.stores.factory import build_backends
 from tests import services
+from training.reranker import DEFAULT_SHAPE, Shape
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -126,7 +128,7 @@ def wait_ready(base: str, timeout: float = 120) -> dict[str, Any]:
 
 # -- data ------------------------------------------------------------------------------------
 
-def train_reranker() -> bytes:
+def train_reranker(shape: Shape = DEFAULT_SHAPE) -> bytes:
     """A small GBDT on synthetic feature rows, exported to ONNX the way training does it."""
     from training.reranker import new_model, to_onnx
 
@@ -134,12 +136,12 @@ def train_reranker() -> bytes:
     x = rng.random((20_000, len(FEATURES))).astype(np.float32)
     logit = 3 * x[:, 0] + 2 * x[:, FEATURES.index("pop_pct")] - 2.5
     y = rng.random(len(x)) < 1 / (1 + np.exp(-logit))
-    model = new_model()
+    model = new_model(shape=shape)
     model.fit(x, y)
     return to_onnx(model)
 
 
-def load(settings: Settings, n_users: int) -> str:
+def load(settings: Settings, n_users: int, shape: Shape = DEFAULT_SHAPE) -> str:
     """Writes a version like publish does: artifact, store docs (a subset), Redis, then switch."""
     backends = build_backends(settings)
     rng = np.random.default_rng(0)
@@ -167,7 +169,7 @@ def load(settings: Settings, n_users: int) -> str:
                                     "digest": item_list_digest(item_ids.tolist())}}
     t0 = time.perf_counter()
     files = {ITEM_STATS_FILE: stats.getvalue(), "items.json": json.dumps(items_meta).encode(),
-             "popular.json": json.dumps(popular).encode(), "reranker.onnx": train_reranker()}
+             "popular.json": json.dumps(popular).encode(), "reranker.onnx": train_reranker(shape)}
     for name, data in files.items():
         backends.artifacts.put(f"{prefix}/{name}", data)
     backends.artifacts.put(f"{prefix}/manifest.json", json.dumps(manifest).encode())
@@ -288,6 +290,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2,
                     help="uvicorn workers, the same for both endpoints (2 cores: 2 worked best)")
+    ap.add_argument("--reranker-shape", type=parse_shape, default=DEFAULT_SHAPE,
+                    metavar="TREESxLEAVES@RATE",
+                    help="re-ranker size (default: training's, %(default)s); "
+                         "bench.quality.reranker_shapes says what a size is worth")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -309,14 +315,14 @@ def main() -> None:
             "RECO_BREAKER_RESET_SECONDS": "1",
         }
         settings = Settings(**{k: v for k, v in env.items()})  # type: ignore[arg-type]
-        version = load(settings, args.users)
+        version = load(settings, args.users, args.reranker_shape)
         api_port = services.free_port()
         base = f"http://127.0.0.1:{api_port}"
         stack.enter_context(api_server(api_port, env, args.workers))
         ready = wait_ready(base)
         print(f"API ready: version {ready['model']['activeVersion']} (re-ranker "
-              f"{ready['model']['reranker']}, {CANDIDATES} candidates re-ranked), uvicorn "
-              f"workers {args.workers} (uvloop, httptools) for both endpoints, "
+              f"{ready['model']['reranker']}, {args.reranker_shape}, {CANDIDATES} candidates "
+              f"re-ranked), uvicorn workers {args.workers} (uvloop, httptools) for both endpoints, "
               f"wrk -t2 -c{args.connections} from its own process")
         assert ready["model"]["activeVersion"] == version
         with urllib.request.urlopen(f"{base}/api/recommendations/u1?k=10") as r:
