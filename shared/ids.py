@@ -10,4 +10,6 @@ ID_RULE = "1-128 characters: letters, digits and _ . : @ - (starting with a lett
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(ID_RE.match(value))
+    # fullmatch: Python's "$" also matches before a trailing newline (pydantic's Rust regex,
+    # which checks the same pattern in the schemas, does not)
+    return ID_RE.fullmatch(value) is not None

@@ -36,3 +36,7 @@ def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
     assert client.get("/api/recommendations/u1").status_code == 401
     ok = client.get("/api/recommendations/u1", headers={"x-api-key": "s3cret"})
     assert ok.status_code == 200
+    # a non-ASCII key is a wrong key (compare_digest refuses non-ASCII str: once a 500)
+    for path in ("/api/recommendations/u1", "/api/popular"):
+        wrong = client.get(path, headers={"x-api-key": "s3cr\u00e9t".encode("latin-1")})
+        assert wrong.status_code == 401, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from shared.feedback.process import process_batch
 from shared.runtime import Runtime
 from shared.stores.events import EventHubSink
 from shared.stores.factory import build_backends
@@ -80,6 +82,46 @@ def test_a_body_that_is_not_an_array_of_objects_is_a_readable_422(
     response = client_for(runtime).post("/api/events", json=payload)
     assert response.status_code == 422
     assert fragment in response.json()["error"]
+
+
+@pytest.mark.parametrize("value, context", [
+    ("NaN", '{}'), ("Infinity", '{}'), ("1e999", '{}'), ("4", '{"s": "\\ud800"}'),
+])
+def test_an_event_json_cannot_carry_is_a_422_and_nothing_is_stored(
+    tmp_path: Path, value: str, context: str,
+) -> None:
+    """NaN, infinities and lone surrogates parse in Python but have no standard JSON form:
+    stored, a NaN once made every filtered events query (and so every retrain) fail."""
+    settings = embedded_settings(tmp_path)
+    runtime = runtime_on(settings, build_backends(settings))
+    good = _event("u1", "a", "view")
+    body = (f'[{json.dumps(good)}, {{"eventId": "n1", "userId": "u1", "itemId": "b", '
+            f'"type": "rating", "value": {value}, "context": {context}, '
+            f'"timestamp": "{good["timestamp"]}"}}]')
+    response = client_for(runtime).post(
+        "/api/events", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "event #1 is not valid JSON" in response.json()["error"]
+    assert list(runtime.backends.store.scan("events")) == []
+    assert list(runtime.backends.store.scan("deadletters")) == []
+    assert list(runtime.backends.store.scan("events", {"userId": "u1"})) == []  # still readable
+
+
+def test_a_non_finite_rating_from_another_producer_is_dead_lettered(tmp_path: Path) -> None:
+    """Event Hubs may carry bodies this API did not write: the processor refuses NaN too."""
+    settings = embedded_settings(tmp_path)
+    runtime = runtime_on(settings, build_backends(settings))
+    good = _event("u1", "a", "view")
+    body = (f'{{"eventId": "n1", "userId": "u1", "itemId": "b", "type": "rating", '
+            f'"value": NaN, "timestamp": "{good["timestamp"]}"}}').encode()
+    result = process_batch(runtime.backends.store, [json.dumps(good).encode(), body],
+                           runtime.online)
+    assert result.accepted == 1 and len(result.rejected) == 1
+    assert "finite" in result.rejected[0]
+    assert [d["id"] for d in runtime.backends.store.scan("events", {"userId": "u1"})] == [
+        good["eventId"]
+    ]
 
 
 def _with_event_hubs(tmp_path: Path, producer: FakeProducer) -> Runtime:

@@ -194,12 +194,14 @@ def test_replay_jsonl_twice_applies_each_event_once(
     lines = [json.dumps(ev(f"e{n}", user=f"u{n % 5}", item=f"i{n % 9}", kind="purchase"))
              for n in range(120)]
     lines.insert(3, "not json at all")
+    lines.insert(5, json.dumps({**ev("nan", kind="rating"), "value": float("nan")}))  # NaN
+    lines.insert(6, json.dumps({**ev("sur", kind="view"), "context": {"s": "\ud800"}}))
     lines.append(json.dumps(ev("bad", kind="teleport")))
     path.write_text("\n".join(lines) + "\n")
     code, out, _ = _cli(capsys, "replay-events", "--file", str(path), "--chunk", "50")
     assert code == 0
     assert "replayed 121 events" in out and "120 new" in out and "1 dead-lettered" in out
-    assert "skipped 1 line(s) that are not JSON objects: 4" in out
+    assert "skipped 3 line(s) that are not standard JSON objects" in out and ": 4, 6, 7" in out
     code, out, _ = _cli(capsys, "replay-events", "--file", str(path))
     assert code == 0 and "0 new, 120 already applied" in out
     assert len(list(embedded.backends.store.scan("events"))) == 120

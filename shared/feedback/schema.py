@@ -40,7 +40,7 @@ class FeedbackEvent(BaseModel):
     user_id: Annotated[str, Field(alias="userId", pattern=ID_PATTERN)]
     item_id: Annotated[str, Field(alias="itemId", pattern=ID_PATTERN)]
     type: EventType
-    value: float | None = None
+    value: Annotated[float | None, Field(allow_inf_nan=False)] = None
     timestamp: datetime
     recommendation_id: Annotated[str | None, Field(alias="recommendationId", max_length=64)] = None
     position: Annotated[int | None, Field(ge=0, le=1000)] = None

@@ -133,6 +133,13 @@ def _valid_id_or_422(name: str, value: str) -> str:
     return value
 
 
+def _key_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison; as bytes, since `compare_digest` refuses non-ASCII strings."""
+    return bool(given) and secrets.compare_digest(
+        str(given).encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     """A request header as Starlette's `Headers.get` reads it (the first one; ASGI servers send
     names in lower case), without building the `Headers` object."""
@@ -175,7 +182,7 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
     expected = rt.settings.api_key
     if expected:
         given = _header(scope, b"x-api-key")
-        if not (given and secrets.compare_digest(given, expected)):
+        if not _key_matches(given, expected):
             raise HTTPException(401, "missing or wrong x-api-key header")
     user_id = _valid_id_or_422("user_id", request.path_params["user_id"])
     params, lists = _query(scope)
@@ -272,7 +279,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     ) -> None:
         """Locally, an optional key; in Azure the Functions host enforces the function key."""
         expected = rt.settings.api_key
-        if expected and not (x_api_key and secrets.compare_digest(x_api_key, expected)):
+        if expected and not _key_matches(x_api_key, expected):
             raise HTTPException(401, "missing or wrong x-api-key header")
 
     async def tenant_of(
@@ -455,12 +462,14 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         Azure it publishes to Event Hubs (batched per user, retried on transient errors).
         """
         from shared.stores.errors import BackendError
-        from shared.stores.events import EventTooLarge
+        from shared.stores.events import EventTooLarge, UnencodableEvent
 
         try:
             return EventsAccepted(accepted=rt.sink.send(events))
         except EventTooLarge as exc:
             raise HTTPException(413, f"{exc}; nothing was sent") from None
+        except UnencodableEvent as exc:
+            raise HTTPException(422, f"{exc}; nothing was sent") from None
         except BackendError as exc:
             raise HTTPException(503, f"events could not be recorded, retry later: {exc}") from None
 

@@ -31,9 +31,23 @@ class EventTooLarge(ValueError):
     """One event does not fit in an Event Hubs batch on its own: it can never be sent."""
 
 
-def encode(event: RawEvent) -> bytes:
-    """The wire form of one event: compact JSON, as the trigger will read it."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+class UnencodableEvent(ValueError):
+    """An event that JSON cannot carry (NaN, an infinity, a lone surrogate in a string): no
+    consumer could read it back, so it is refused before anything is sent."""
+
+
+def encode(event: RawEvent, position: int | None = None) -> bytes:
+    """The wire form of one event: compact, standard JSON, as the trigger will read it."""
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode()
+    except ValueError as exc:  # UnicodeEncodeError included
+        where = "an event" if position is None else f"event #{position}"
+        raise UnencodableEvent(f"{where} is not valid JSON ({exc})") from None
+
+
+def encode_all(events: Sequence[RawEvent]) -> list[bytes]:
+    return [encode(e, n) for n, e in enumerate(events)]
 
 
 def partition_key(event: RawEvent) -> str:
@@ -51,7 +65,7 @@ class DirectSink:
         self.last_result: Any = None  # what the handler returned (a BatchResult)
 
     def send(self, events: Sequence[RawEvent]) -> int:
-        self.last_result = self._handler([encode(e) for e in events])
+        self.last_result = self._handler(encode_all(events))
         return len(events)
 
 
@@ -141,13 +155,13 @@ class EventHubSink:
         return [b for b in batches if len(b)]
 
     def send(self, events: Sequence[RawEvent]) -> int:
-        """Sends every event or raises; an event too large for any batch fails the call
-        before anything is sent."""
+        """Sends every event or raises; an event too large for any batch, or not valid JSON,
+        fails the call before anything is sent."""
         from azure.eventhub.exceptions import EventHubError
 
         by_key: dict[str, list[bytes]] = defaultdict(list)
-        for e in events:
-            by_key[partition_key(e)].append(encode(e))
+        for e, body in zip(events, encode_all(events), strict=True):
+            by_key[partition_key(e)].append(body)
         planned = [(key, self._batches(key, bodies)) for key, bodies in by_key.items()]
         sent = 0
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 from shared.runtime import get_runtime
 from shared.stores.errors import BackendError
-from shared.stores.events import EventSink, EventTooLarge
+from shared.stores.events import EventSink, EventTooLarge, UnencodableEvent, encode
 from training.interactions import DataError
 
 # CSV headers: the event's own names, and snake_case spellings of them.
@@ -52,7 +53,9 @@ def _jsonl(path: Path, bad: list[int]) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 event = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                if isinstance(event, dict):
+                    encode(event)  # NaN, infinities and lone surrogates: no wire form
+            except (UnicodeDecodeError, json.JSONDecodeError, UnencodableEvent):
                 event = None
             if isinstance(event, dict):
                 yield event
@@ -65,7 +68,8 @@ def _cell(column: str, text: str) -> Any:
     it is sent as it is and the processor dead-letters the event with the reason."""
     try:
         if column == "value":
-            return float(text)
+            number = float(text)
+            return number if math.isfinite(number) else text
         if column == "position":
             return int(text)
         if column == "context":
@@ -169,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         shown = ", ".join(str(n) for n in bad[:SHOWN_BAD_LINES])
         more = f" and {len(bad) - SHOWN_BAD_LINES} more" if len(bad) > SHOWN_BAD_LINES else ""
-        print(f"skipped {len(bad)} line(s) that are not JSON objects: {shown}{more}")
+        print(f"skipped {len(bad)} line(s) that are not standard JSON objects (NaN, infinities "
+              f"and lone surrogates included): {shown}{more}")
         if t.sent == 0:
             return 2
     return 0
