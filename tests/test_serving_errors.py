@@ -42,6 +42,7 @@ def catalogue(redis_client, cosmos_endpoint: str, azurite_connection: str):
         ("/api/popular?k=0", {}, 422, "k"),
         ("/api/popular?tenant=nobody", {}, 404, "nobody"),
         ("/api/trending?k=1000", {}, 422, "k"),
+        ("/api/no-such-route", {}, 404, "Not Found"),  # the router's own errors, same shape
     ],
 )
 def test_bad_requests_get_4xx_with_a_readable_message(
@@ -61,6 +62,13 @@ def test_too_many_excluded_ids_are_refused(catalogue) -> None:
     response = client_for(runtime).get(f"/api/recommendations/u1?{query}")
     assert response.status_code == 422
     assert "at most 100" in response.json()["error"]
+
+
+def test_a_method_a_route_does_not_take_is_a_405_in_the_error_shape(catalogue) -> None:
+    runtime, _ = catalogue
+    response = client_for(runtime).put("/api/recommendations/u1")
+    assert response.status_code == 405 and response.json() == {"error": "Method Not Allowed"}
+    assert "GET" in response.headers["allow"]
 
 
 def test_deleting_a_malformed_user_id_is_refused(catalogue) -> None:
