@@ -88,6 +88,17 @@ def test_ready_reports_version_and_age(catalogue) -> None:
                                 "onlineState": True}
 
 
+def test_ready_answers_for_the_tenant_the_request_names(catalogue) -> None:
+    runtime, _ = catalogue
+    runtime.recommender.warm("default")
+    client = client_for(runtime)
+    assert client.get("/api/ready?tenant=default").json()["ready"] is True
+    for response in (client.get("/api/ready?tenant=nobody"),
+                     client.get("/api/ready", headers={"x-tenant": "nobody"})):
+        assert response.status_code == 404
+        assert response.json() == {"error": "tenant 'nobody' has no published model"}
+
+
 def test_schema_fuzzing_finds_no_server_errors(catalogue) -> None:
     runtime, _ = catalogue
     runtime.recommender.warm("default")

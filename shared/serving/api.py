@@ -324,10 +324,17 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/ready", response_model=ReadyOut,
-             responses={503: {"description": "not ready; `reasons` says why"}})
-    def ready(rt: Annotated[Runtime, Depends(runtime)]) -> JSONResponse:
-        """Backends reachable and the default tenant's active model loaded (its version, age)."""
-        ok, details = rt.recommender.readiness(rt.settings.default_tenant)
+             responses={503: {"description": "not ready; `reasons` says why"},
+                        404: {"description": "a tenant other than the default has no model"}})
+    def ready(rt: Annotated[Runtime, Depends(runtime)],
+              tenant: Annotated[str, Depends(tenant_of)]) -> JSONResponse:
+        """Backends reachable and the tenant's active model loaded (its version, age); the
+        default tenant unless `tenant=` or `x-tenant` names another. The default tenant
+        without a model is "not ready" (503); another tenant without one is unknown (404)."""
+        ok, details = rt.recommender.readiness(tenant)
+        named = tenant != rt.settings.default_tenant
+        if named and not details["model"] and all(details["backends"].values()):
+            raise HTTPException(404, f"tenant '{tenant}' has no published model")
         return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **details})
 
     def recommendations_doc(
