@@ -55,3 +55,19 @@ def test_retrain_on_a_movielens_folder_publishes_item_categories(tmp_path: Path)
     (items_json,) = (tmp_path / "data" / "artifacts" / "default").glob("v*/items.json")
     meta = json.loads(items_json.read_text())
     assert meta["1"] == {"title": "Movie 1 (1995)", "categories": ["Adventure"]}
+
+
+def test_retrain_on_parquet_with_a_timestamp_column_publishes_a_version(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    sample = tmp_path / "sample.csv"
+    assert _run(tmp_path, "sample-data", "--out", str(sample)).returncode == 0
+    table = pacsv.read_csv(sample)
+    ticks = pa.array(table.column("timestamp").to_numpy() * 10**9).cast(pa.timestamp("ns", "UTC"))
+    table = table.set_column(table.column_names.index("timestamp"), "timestamp", ticks)
+    pq.write_table(table, tmp_path / "sample.parquet")
+    done = _run(tmp_path, "retrain", "--interactions", str(tmp_path / "sample.parquet"))
+    assert done.returncode == 0, done.stderr  # was OSError: [Errno 75] Value too large
+    assert "published version v" in done.stdout and "500 users" in done.stdout

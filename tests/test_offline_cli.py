@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,101 @@ def test_bad_inputs_exit_2_with_a_sentence(tmp_path: Path,
     assert main(["train", "--interactions", str(tmp_path / "none.csv"),
                  "--out", str(tmp_path / "m")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    (folder / "in.csv").write_text("user_id,item_id\nu1,a\nu1,b\nu2,b\nu3,c\n")
+    assert main(["train", "--interactions", str(folder / "in.csv"), "--out", str(folder / "m"),
+                 "--tuning-seconds", "1"]) == 0
+    return folder / "m"
+
+
+def _one_sentence(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(("name", "body", "expected"), [
+    ("x.parquet", b"not parquet at all", "is not a readable Parquet file"),
+    ("inf.csv", b"user_id,item_id,timestamp\n1,2,inf\n", "line 2: column 'timestamp' has"),
+    ("short.csv", b"user_id,item_id\n1\n", "line 2: expected 2 comma-separated fields"),
+    ("latin.csv", b"user_id,item_id\n\xe9,2\n", "is not UTF-8 text"),
+], ids=["not-parquet", "inf-time", "short-row", "not-utf8"])
+def test_bad_interaction_files_exit_2_with_a_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path, name: str,
+    body: bytes, expected: str,
+) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(body)
+    assert main(["train", "--interactions", str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert expected in _one_sentence(capsys)
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(bad)]) == 2
+    assert expected in _one_sentence(capsys)
+
+
+def test_damaged_artifacts_exit_2_with_a_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path,
+) -> None:
+    recs = str(tmp_path / "r.csv")
+    for damaged, body, expected in [
+        ("manifest.json", b"{not json", "manifest.json is not a JSON object"),
+        ("candidates.npz", b"garbage", "candidates.npz is damaged"),
+        ("candidates.npz", (tiny_model / "candidates.npz").read_bytes()[:100],
+         "candidates.npz is damaged"),
+    ]:
+        model = tmp_path / f"copy-{damaged}"
+        shutil.copytree(tiny_model, model, dirs_exist_ok=True)
+        (model / damaged).write_bytes(body)
+        assert main(["recommend", "--model", str(model), "--out", recs]) == 2
+        assert expected in _one_sentence(capsys)
+
+
+def test_unusable_out_exits_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "in.csv"
+    data.write_text("user_id,item_id\nu1,a\nu2,b\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("trained although --out cannot be written")
+
+    monkeypatch.setattr("training.commands.train.train_default", no_training)
+    for out, expected in [(a_file, "is a file; give a folder"),
+                          (a_file / "m", "a-file is a file, not a folder")]:
+        assert main(["train", "--interactions", str(data), "--out", str(out)]) == 2
+        assert expected in _one_sentence(capsys)
+    for out, expected in [(tmp_path, "is a folder; give a file name"),
+                          (a_file / "r.csv", "a-file is a file, not a folder")]:
+        assert main(["recommend", "--model", str(tiny_model), "--out", str(out)]) == 2
+        assert expected in _one_sentence(capsys)
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("training.commands.offline_io.tempfile.TemporaryFile", denied)
+    assert main(["train", "--interactions", str(data), "--out", str(tmp_path / "new")]) == 2
+    assert "cannot be written" in _one_sentence(capsys) and not (tmp_path / "new").exists()
+
+
+def test_file_errors_left_over_exit_2_but_others_keep_their_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(error: OSError) -> object:
+        def load(folder: Path) -> None:
+            raise error
+        return load
+
+    monkeypatch.setattr("training.commands.recommend.load",
+                        fails(PermissionError(13, "Permission denied", "/x/y.npz")))
+    assert main(["recommend", "--model", str(tiny_model), "--out", str(tmp_path / "r.csv")]) == 2
+    assert _one_sentence(capsys) == "error: cannot use /x/y.npz: Permission denied"
+    monkeypatch.setattr("training.commands.recommend.load", fails(ConnectionResetError(104, "x")))
+    with pytest.raises(ConnectionResetError):
+        main(["recommend", "--model", str(tiny_model), "--out", str(tmp_path / "r.csv")])

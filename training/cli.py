@@ -43,4 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file (a backend, a bug): keep the traceback
+            raise
+        print(f"error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return code

@@ -6,7 +6,6 @@ checksums before use; every reader also works on a local copy, which is all test
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import shutil
 import urllib.request
@@ -19,7 +18,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.interactions import DataError, Interactions, read_csv, read_movielens_100k
+from training.interactions import (
+    DataError,
+    Interactions,
+    checked_timestamps,
+    checked_weights,
+    csv_rows,
+    parse_timestamp,
+    parse_weight,
+    read_csv,
+    read_movielens_100k,
+)
 
 ItemMetadata = dict[str, dict[str, Any]]  # item id -> {"title": str, "categories": [str, ...]}
 
@@ -143,8 +152,8 @@ def read_movielens_1m(path: str | Path) -> Interactions:
             if len(f) != 4:
                 raise DataError(f"{p}, line {line_no}: expected 4 '::'-separated fields")
             try:
-                ratings.append(float(f[2]))
-                times.append(int(f[3]))
+                ratings.append(parse_weight(f[2], "rating"))
+                times.append(parse_timestamp(f[3], "timestamp"))
             except ValueError as exc:
                 raise DataError(f"{p}, line {line_no}: {exc}") from exc
             users.append(f[0])
@@ -187,10 +196,11 @@ def read_movielens_latest_items(path: str | Path) -> ItemMetadata:
         raise DataError(f"MovieLens item file not found: {p}")
     out: ItemMetadata = {}
     with p.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
+        _, rows = csv_rows(fh, p, ("movieId", "title"))
+        for _, row in rows:
             out[row["movieId"]] = {
                 "title": row["title"],
-                "categories": _split_genres(row["genres"]),
+                "categories": _split_genres(row.get("genres", "")),
             }
     return out
 
@@ -227,19 +237,47 @@ def read_interactions(
     if not p.is_file():
         raise DataError(f"interactions file not found: {p}")
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise DataError("reading Parquet needs the 'pyarrow' package") from exc
-    table = pq.read_table(p)
+    try:
+        table = pq.read_table(p)
+    except (pa.ArrowException, OSError):
+        raise DataError(f"{p} is not a readable Parquet file") from None
     names = table.column_names
     for col in (user_col, item_col):
         if col not in names:
             raise DataError(f"{p}: column '{col}' not found; columns are {names}")
+        if table.column(col).null_count:
+            raise DataError(f"{p}: column '{col}' has {table.column(col).null_count} empty values")
     users = np.asarray(table.column(user_col).to_pylist(), dtype=str)
     items = np.asarray(table.column(item_col).to_pylist(), dtype=str)
-    weights = table.column(weight_col).to_numpy() if weight_col and weight_col in names else None
-    times = table.column(time_col).to_numpy() if time_col and time_col in names else None
+    weights = times = None
+    if weight_col and weight_col in names:
+        weights = checked_weights(_parquet_numbers(table, weight_col, p), weight_col, str(p))
+    if time_col and time_col in names:
+        times = checked_timestamps(_parquet_numbers(table, time_col, p), time_col, str(p))
     return Interactions.from_columns(users, items, weights, times, source=str(p))
+
+
+def _parquet_numbers(table: Any, col: str, p: Path) -> npt.NDArray[np.float64]:
+    """A numeric Parquet column as floats (empty values NaN); timestamp and date columns, of
+    any unit and time zone, as unix seconds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = table.column(col)
+    try:
+        if pa.types.is_date(column.type):
+            column = column.cast(pa.timestamp("s"))
+        if pa.types.is_timestamp(column.type):  # stored as UTC ticks of its unit
+            per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[column.type.unit]
+            column = pc.divide(column.cast(pa.int64()), per_second)
+        column = column.cast(pa.float64(), safe=False)  # huge integers: rejected as values
+    except pa.ArrowException:
+        raise DataError(f"{p}: column '{col}' holds {column.type} values, not numbers") from None
+    return np.asarray(column.to_numpy(), dtype=np.float64)
 
 
 def category_matrix(

@@ -7,8 +7,11 @@ inside training, so models work on numpy/scipy arrays without dictionaries.
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +20,90 @@ from scipy import sparse
 
 class DataError(ValueError):
     """Input data that cannot be used, with a sentence saying why."""
+
+
+# Timestamps are unix seconds a datetime can show: 0001-01-01 to 9999-12-31 UTC.
+MIN_TIMESTAMP = -62135596800
+MAX_TIMESTAMP = 253402300799
+_MAX_WEIGHT = float(np.finfo(np.float32).max)
+_WEIGHT_RULE = "weights must be finite numbers"
+_TIME_RULE = "timestamps must be unix seconds between the years 1 and 9999"
+
+
+def _parse_float(text: str, col: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"column '{col}' has {text!r}, which is not a number") from None
+
+
+def parse_weight(text: str, col: str) -> float:
+    """One weight cell; NaN, infinities and values float32 cannot hold are a ValueError."""
+    value = _parse_float(text, col)
+    if not (math.isfinite(value) and abs(value) <= _MAX_WEIGHT):
+        raise ValueError(f"column '{col}' has {text!r}, but {_WEIGHT_RULE}")
+    return value
+
+
+def parse_timestamp(text: str, col: str) -> int:
+    """One timestamp cell (unix seconds, fractions dropped) within the representable years."""
+    value = _parse_float(text, col)
+    if not (math.isfinite(value) and MIN_TIMESTAMP <= value <= MAX_TIMESTAMP):
+        raise ValueError(f"column '{col}' has {text!r}, but {_TIME_RULE}")
+    return int(value)
+
+
+def checked_weights(values: npt.ArrayLike, col: str, source: str) -> npt.NDArray[np.float32]:
+    """A weight column as float32; a missing, non-finite or huge value is a DataError."""
+    w = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(w) | (np.abs(w) > _MAX_WEIGHT)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{source}, row {row + 1}: column '{col}' has {w[row]}, but {_WEIGHT_RULE}")
+    return w.astype(np.float32)
+
+
+def checked_timestamps(values: npt.ArrayLike, col: str, source: str) -> npt.NDArray[np.int64]:
+    """A timestamp column (unix seconds) as int64; missing or out-of-range values are a
+    DataError."""
+    t = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(t) | (t < MIN_TIMESTAMP) | (t > MAX_TIMESTAMP)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{source}, row {row + 1}: column '{col}' has {t[row]:.15g}, but "
+                        f"{_TIME_RULE}")
+    return t.astype(np.int64)
+
+
+def csv_rows(fh: TextIO, path: Path, required: Sequence[str]
+             ) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The header and (line number, row) pairs of a CSV; the required columns must be in the
+    header, and bad UTF-8, a malformed line or a row with too few fields is a DataError."""
+    reader = csv.DictReader(fh)
+
+    def read_next() -> dict[str, str] | None:
+        try:
+            return next(reader, None)
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not UTF-8 text; save it with UTF-8 encoding") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}, line {reader.line_num + 1}: {exc}") from None
+
+    first = read_next()
+    header = list(reader.fieldnames or [])
+    for col in required:
+        if col not in header:
+            raise DataError(f"{path}: column '{col}' not found; header is {header}")
+
+    def rows(row: dict[str, str] | None) -> Iterator[tuple[int, dict[str, str]]]:
+        while row is not None:
+            if None in row.values():
+                raise DataError(f"{path}, line {reader.line_num}: expected {len(header)} "
+                                "comma-separated fields, found fewer")
+            yield reader.line_num, row
+            row = read_next()
+
+    return header, rows(first)
 
 
 @dataclass(frozen=True)
@@ -110,22 +197,18 @@ def read_csv(
     weights: list[float] = []
     times: list[int] = []
     with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        for col in (user_col, item_col):
-            if col not in header:
-                raise DataError(f"{p}: column '{col}' not found; header is {header}")
+        header, rows = csv_rows(fh, p, (user_col, item_col))
         has_w = weight_col is not None and weight_col in header
         has_t = time_col is not None and time_col in header
-        for line_no, row in enumerate(reader, start=2):
+        for line_no, row in rows:
             try:
                 users.append(row[user_col].strip())
                 items.append(row[item_col].strip())
                 if has_w:
-                    weights.append(float(row[str(weight_col)]))
+                    weights.append(parse_weight(row[str(weight_col)], str(weight_col)))
                 if has_t:
-                    times.append(int(float(row[str(time_col)])))
-            except (TypeError, ValueError) as exc:
+                    times.append(parse_timestamp(row[str(time_col)], str(time_col)))
+            except ValueError as exc:
                 raise DataError(f"{p}, line {line_no}: {exc}") from exc
     return Interactions.from_columns(
         users, items, weights if has_w else None, times if has_t else None, source=str(p)
@@ -139,10 +222,13 @@ def read_movielens_100k(path: str | Path) -> Interactions:
         p = p / "u.data"
     if not p.is_file():
         raise DataError(f"MovieLens file not found: {p}")
-    raw = np.loadtxt(p, dtype=np.int64, delimiter="\t", ndmin=2)
+    try:
+        raw = np.loadtxt(p, dtype=np.int64, delimiter="\t", ndmin=2)
+    except ValueError as exc:  # a non-integer cell (numpy names its row and column), bad bytes
+        raise DataError(f"{p}: expected tab-separated integers ({str(exc).rstrip('.')})") from None
     if raw.shape[1] != 4:
         raise DataError(f"{p}: expected 4 tab-separated columns, found {raw.shape[1]}")
     return Interactions.from_columns(
-        raw[:, 0].astype(str), raw[:, 1].astype(str), raw[:, 2].astype(np.float32), raw[:, 3],
-        source=str(p),
+        raw[:, 0].astype(str), raw[:, 1].astype(str), raw[:, 2].astype(np.float32),
+        checked_timestamps(raw[:, 3], "timestamp", str(p)), source=str(p),
     )

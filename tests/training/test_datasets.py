@@ -70,6 +70,85 @@ def test_generic_csv_with_custom_columns(tmp_path: Path) -> None:
         read_interactions(p, user_col="nope")
 
 
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"user_id,item_id\n1,2\n1\n", "line 3: expected 2 comma-separated fields, found fewer"),
+    (b"user_id,item_id\n\xff,2\n", "is not UTF-8 text"),
+    (b"user_id,item_id\n" + b"a" * 200_000 + b",2\n", "line 2: field larger than field limit"),
+    (b"user_id,item_id,timestamp\n1,2,inf\n", "line 2: column 'timestamp' has 'inf', but"),
+    (b"user_id,item_id,timestamp\n1,2,1e30\n", "line 2: column 'timestamp' has '1e30', but"),
+    (b"user_id,item_id,weight\n1,2,1\n1,3,nan\n", "line 3: column 'weight' has 'nan', but"),
+    (b"user_id,item_id,weight\n1,2,-inf\n", "column 'weight' has '-inf', but"),
+    (b"user_id,item_id,weight\n1,2,\n", "line 2: column 'weight' has '', which is not a number"),
+], ids=["short-row", "not-utf8", "huge-field", "inf-time", "huge-time", "nan-weight", "inf-weight",
+        "empty-weight"])
+def test_bad_csv_rows_are_data_errors_with_a_sentence(tmp_path: Path, body: bytes,
+                                                      expected: str) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_bytes(body)
+    with pytest.raises(DataError, match=expected):
+        read_interactions(p)
+
+
+def test_bad_movielens_cells_are_data_errors(tmp_path: Path) -> None:
+    (tmp_path / "u.data").write_text("1\t10\t5\t100\n2\tten\t3\t200\n")
+    with pytest.raises(DataError, match="expected tab-separated integers"):
+        load_movielens(tmp_path)
+    (tmp_path / "ratings.dat").write_text("1::1193::nan::978300760\n")
+    with pytest.raises(DataError, match="line 1: column 'rating' has 'nan'"):
+        read_movielens_1m(tmp_path)
+    (tmp_path / "movies.csv").write_text("movieId,name,genres\n1,Toy Story,Comedy\n")
+    with pytest.raises(DataError, match="column 'title' not found"):
+        read_movielens_latest_items(tmp_path)
+
+
+def _parquet(path: Path, **columns: object) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = {"user_id": ["u1", "u2", "u1"], "item_id": ["a", "b", "b"]}
+    pq.write_table(pa.table({**base, **columns}), path)
+    return path
+
+
+def test_parquet_timestamps_of_any_unit_and_zone_become_unix_seconds(tmp_path: Path) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    when = pd.to_datetime(["2024-01-01T00:00:00.9", "2024-02-01", "2024-03-01"], utc=True,
+                          format="ISO8601")
+    seconds = [1704067200, 1706745600, 1709251200]
+    for n, column in enumerate([
+        pa.array(when, pa.timestamp("ns", "UTC")),
+        pa.array(when.tz_convert("Asia/Tokyo"), pa.timestamp("us", "Asia/Tokyo")),
+        pa.array(when.tz_localize(None).floor("s"), pa.timestamp("s")),  # stored as ms
+        pa.array(when.tz_localize(None).date, pa.date32()),
+        pa.array(seconds, pa.int64()),
+    ]):
+        data = read_interactions(_parquet(tmp_path / f"t{n}.parquet", timestamp=column))
+        assert data.timestamps.tolist() == seconds, column.type
+
+
+def test_bad_parquet_files_and_columns_are_data_errors(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    (tmp_path / "not.parquet").write_text("user_id,item_id\n1,2\n")
+    with pytest.raises(DataError, match="is not a readable Parquet file"):
+        read_interactions(tmp_path / "not.parquet")
+    cases: list[tuple[str, dict[str, object], str]] = [
+        ("w", {"weight": ["1", "x", "2"]}, "column 'weight' holds string values, not numbers"),
+        ("t", {"timestamp": ["a", "b", "c"]}, "column 'timestamp' holds string values"),
+        ("nan", {"weight": [1.0, float("nan"), 2.0]}, "row 2: column 'weight' has nan, but"),
+        ("big", {"timestamp": pa.array([1, 10**17, 2])}, "row 2: column 'timestamp' has 1e"),
+        ("null", {"timestamp": pa.array([1, None, 2])}, "row 2: column 'timestamp' has nan"),
+    ]
+    for name, columns, expected in cases:
+        with pytest.raises(DataError, match=expected):
+            read_interactions(_parquet(tmp_path / f"{name}.parquet", **columns))
+    users = pa.array(["u1", None, "u2"])
+    with pytest.raises(DataError, match="column 'user_id' has 1 empty values"):
+        read_interactions(_parquet(tmp_path / "nu.parquet", user_id=users))
+
+
 def test_download_uses_verified_cache_without_network(tmp_path: Path) -> None:
     (tmp_path / "ml-100k").mkdir()
     assert download("ml-100k", tmp_path) == tmp_path / "ml-100k"

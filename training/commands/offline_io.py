@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from training.datasets import load_movielens, read_interactions
-from training.interactions import Interactions
+from training.interactions import DataError, Interactions
 
 
 def add_interaction_args(p: argparse.ArgumentParser, flag: str, help_text: str) -> None:
@@ -26,3 +28,27 @@ def read(path: Path, args: argparse.Namespace) -> tuple[Interactions, dict[str, 
         return load_movielens(path.parent)
     data = read_interactions(path, args.user_col, args.item_col, args.weight_col, args.time_col)
     return data, {}
+
+
+def check_out(path: Path, folder: bool) -> None:
+    """Fails with a sentence, before any work is done, when `--out` cannot be written: a file
+    given where a folder is wanted or the reverse, a file in the way, no permission.
+
+    Nothing is created: the nearest existing folder on the way is probed with a temporary file.
+    """
+    if path.exists() and path.is_dir() != folder:
+        want = "a folder for the artifact" if folder else "a file name for the CSV"
+        raise DataError(f"--out {path} is {'a file' if folder else 'a folder'}; give {want}")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise DataError(f"--out {path} is not writable")
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"--out {path} cannot be created: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise DataError(f"--out {path} cannot be written in {existing} "
+                        f"({exc.strerror or exc})") from None

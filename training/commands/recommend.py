@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from shared.stores.artifacts import ArtifactNotFound, LocalArtifactStore
+from training.commands.offline_io import check_out
 from training.interactions import DataError
 from training.model import TrainedModel
 from training.publish import load_model_at
@@ -26,9 +29,18 @@ def load(folder: Path) -> TrainedModel:
     if not (folder / "manifest.json").is_file():
         raise DataError(f"{folder} is not a model artifact (no manifest.json)")
     try:
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{folder}: manifest.json is not a JSON object; the artifact is damaged")
+    try:
         return load_model_at(LocalArtifactStore(folder), "")
     except ArtifactNotFound as exc:
         raise DataError(f"{folder}: the artifact is incomplete ({exc} missing)") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        damaged = "items.json" if isinstance(exc, json.JSONDecodeError) else "candidates.npz"
+        raise DataError(f"{folder}: {damaged} is damaged; train the model again") from None
 
 
 def check_k(k: int) -> None:
@@ -38,6 +50,7 @@ def check_k(k: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_k(args.k)
+    check_out(args.out, folder=False)
     model = load(args.model)
     if args.k > model.top_items.shape[1]:
         print(f"note: the artifact keeps {model.top_items.shape[1]} candidates per user",

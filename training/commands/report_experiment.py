@@ -31,15 +31,31 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _since(text: str | None) -> str | None:
-    """ISO timestamps compare as text once normalised to UTC, as the store writes them."""
+def _instant(text: str) -> datetime:
+    """An ISO date or date-time as an aware datetime (naive means UTC); ValueError if not one.
+
+    Aware datetimes compare as instants whatever their offsets, with no conversion to UTC
+    (which overflows at the ends of the calendar, e.g. 0001-01-01T00:00:00+14:00).
+    """
+    ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _since(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return _instant(text)
     except ValueError:
         raise DataError(f"--since '{text}' is not an ISO date or date-time") from None
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def _at_or_after(timestamp: Any, since: datetime) -> bool:
+    """Whether an event's timestamp is at or after `since`; an unreadable one is left out."""
+    try:
+        return _instant(str(timestamp)) >= since
+    except ValueError:
+        return False
 
 
 def format_report(report: AttributionReport, by: str, tenant: str, source: str) -> str:
@@ -85,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     for doc in docs:
         if doc.get("type") not in ("impression", "click"):
             continue
-        if since is None or str(_since(str(doc.get("timestamp")))) >= since:
+        if since is None or _at_or_after(doc.get("timestamp"), since):
             attribution.add(doc)
     report = attribution.report(args.by, args.confidence)
     if not report.arms:

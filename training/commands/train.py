@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.stores.artifacts import LocalArtifactStore
-from training.commands.offline_io import add_interaction_args, read
+from training.commands.offline_io import add_interaction_args, check_out, read
 from training.datasets import category_matrix
 from training.publish import manifest_of, new_version_id, write_artifact
 from training.train import train_default
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if not 10 <= args.candidates <= 1000:
         print("error: --candidates must be between 10 and 1000", file=sys.stderr)
         return 2
+    check_out(args.out, folder=True)  # before training, so a bad --out loses no work
     _step(f"reading {args.interactions}")
     data, metadata = read(args.interactions, args)
     _step(f"{len(data)} interactions, {data.n_users} users, {data.n_items} items; training "
