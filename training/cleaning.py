@@ -1,4 +1,5 @@
-"""Data cleaning before training: duplicates, bot-like bursts, and too-rare users/items.
+"""Data cleaning before training: ids serving cannot answer for, duplicates, bot-like bursts,
+and too-rare users/items.
 
 Each step only drops rows and the vocabularies stay as they were, so codes remain comparable
 with anything computed before cleaning; the report says what went and why.
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from shared.ids import is_valid_id
 from training.interactions import Interactions
 
 
@@ -19,12 +21,21 @@ class CleaningReport:
     """Rows removed per reason, users flagged as bots, and the iterations of the count filter."""
 
     input_rows: int = 0
+    invalid_id_rows: int = 0  # user or item id outside the API's id rule (shared/ids.py)
+    invalid_users: int = 0  # distinct ids; counts only, since user ids may be personal data
+    invalid_items: int = 0
     duplicates: int = 0
     burst_rows: int = 0
     bot_users: list[str] = field(default_factory=list)
     sparse_rows: int = 0
     filter_rounds: int = 0
     output_rows: int = 0
+
+
+def invalid_ids(ids: npt.NDArray[np.str_] | list[str]) -> npt.NDArray[np.bool_]:
+    """True for ids the API would refuse: published, they could never be asked for, and
+    their users' events would be dead-lettered."""
+    return np.array([not is_valid_id(str(i)) for i in ids], dtype=bool)
 
 
 def duplicate_mask(data: Interactions) -> npt.NDArray[np.bool_]:
@@ -80,8 +91,15 @@ def clean(
     burst_max_events: int | None = None,
     burst_window_seconds: int = 60,
 ) -> tuple[Interactions, CleaningReport]:
-    """Drop duplicates, then every row of burst (bot-like) users, then too-rare users/items."""
+    """Drop rows with ids serving cannot take, duplicates, then every row of burst (bot-like)
+    users, then too-rare users/items."""
     report = CleaningReport(input_rows=len(data))
+    bad_users, bad_items = invalid_ids(data.user_ids), invalid_ids(data.item_ids)
+    if bad_users.any() or bad_items.any():
+        invalid = bad_users[data.users] | bad_items[data.items]
+        report.invalid_id_rows = int(invalid.sum())
+        report.invalid_users, report.invalid_items = int(bad_users.sum()), int(bad_items.sum())
+        data = data.subset(~invalid)
     dup = duplicate_mask(data)
     report.duplicates = int(dup.sum())
     current = data.subset(~dup)

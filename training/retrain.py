@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared import lease, telemetry
+from shared.ids import ID_RULE
 from shared.model_registry import ModelVersion
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -149,9 +150,14 @@ def prepare(data: Interactions, window_days: int | None, now: float | None = Non
     if clean is not None:
         current, cleaning = clean(current)
         report["cleaning"] = {
-            "duplicates": cleaning.duplicates, "burst_rows": cleaning.burst_rows,
-            "sparse_rows": cleaning.sparse_rows, "output_rows": cleaning.output_rows,
+            "invalid_id_rows": cleaning.invalid_id_rows, "duplicates": cleaning.duplicates,
+            "burst_rows": cleaning.burst_rows, "sparse_rows": cleaning.sparse_rows,
+            "output_rows": cleaning.output_rows,
         }
+        if cleaning.invalid_id_rows:
+            log.warning("dropped %d rows of %d user ids and %d item ids the API refuses (%s)",
+                        cleaning.invalid_id_rows, cleaning.invalid_users, cleaning.invalid_items,
+                        ID_RULE)
     if len(current) == 0:
         raise DataError("no interactions left after cleaning")
     current = compact(current)

@@ -1,9 +1,22 @@
-"""Cleaning removes duplicates, bursts and rare users/items, and reports each."""
+"""Cleaning removes ids serving refuses, duplicates, bursts and rare users/items, and reports
+each."""
 
 from __future__ import annotations
 
 from training.cleaning import clean
 from training.interactions import Interactions
+
+
+def test_rows_with_ids_the_api_refuses_are_dropped_and_counted() -> None:
+    users = ["u1", "a+b@x.com", "u2", "", "u1", "u3\n"]
+    items = ["i1", "i1", "Toy Story", "i2", "i2", "i3"]
+    out, report = clean(Interactions.from_columns(users, items, None, [1, 2, 3, 4, 5, 6]))
+    kept = {(str(out.user_ids[u]), str(out.item_ids[i]))
+            for u, i in zip(out.users, out.items, strict=True)}
+    assert kept == {("u1", "i1"), ("u1", "i2")}
+    assert report.invalid_id_rows == 4
+    assert (report.invalid_users, report.invalid_items) == (3, 1)
+    assert report.output_rows == 2
 
 
 def test_duplicates_are_kept_once() -> None:
