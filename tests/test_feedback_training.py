@@ -192,15 +192,17 @@ def test_events_store_gives_the_tenants_interactions(store: DocumentStore) -> No
         ev("c", "u2", "i1", "rating", value=5), ev("d", "u2", "i3", "dislike"),
         ev("e", "u2", "i3", "impression", recommendationId="r"),
         ev("f", "u3", "i1", "view", tenant="t2"), ev("g", "u3", "i4", "view", ago_hours=24 * 10),
+        ev("h", "u4", "i2", "rating", value=0),  # a zero rating stays 0 (was taken as 1)
     ]]
     process_batch(store, bodies)
     data = read_events(store, "default")
-    assert data is not None and len(data) == 4
+    assert data is not None and len(data) == 5
     pairs = {(data.user_ids[u], data.item_ids[i], w)
              for u, i, w in zip(data.users, data.items, data.weights, strict=True)}
-    assert pairs == {("u1", "i1", 1.0), ("u1", "i2", 4.0), ("u2", "i1", 5.0), ("u3", "i4", 1.0)}
+    assert pairs == {("u1", "i1", 1.0), ("u1", "i2", 4.0), ("u2", "i1", 5.0), ("u3", "i4", 1.0),
+                     ("u4", "i2", 0.0)}
     recent = read_events(store, "default", since=NOW - timedelta(days=2))
-    assert recent is not None and len(recent) == 3
+    assert recent is not None and len(recent) == 4
     assert read_events(store, "nobody") is None
 
 

@@ -59,7 +59,11 @@ class InteractionsBuilder:
                     self._ts_cache.clear()
             user, item = str(doc["userId"]), str(doc["itemId"])
             event_id = str(doc.get("eventId") or doc["id"])
-            weight = float(doc.get("value") or 1.0) if kind == "rating" else EVENT_WEIGHTS[kind]
+            if kind == "rating":  # a rating of 0 stays 0: only a missing value counts as 1
+                value = doc.get("value")
+                weight = 1.0 if value is None else float(value)
+            else:
+                weight = EVENT_WEIGHTS[kind]
         except (KeyError, TypeError, ValueError):
             self.skipped += 1
             return
