@@ -25,6 +25,10 @@ def catalogue(redis_client, cosmos_endpoint: str, azurite_connection: str):
         ("/api/recommendations/u1?k=0", {}, 422, "k"),
         ("/api/recommendations/u1?k=101", {}, 422, "k"),
         ("/api/recommendations/u1?k=-3", {}, 422, "k"),
+        ("/api/recommendations/u1?k=%203", {}, 422, "k"),  # int() would take these three
+        ("/api/recommendations/u1?k=1_0", {}, 422, "k"),
+        ("/api/recommendations/u1?k=%EF%BC%93", {}, 422, "k"),  # a fullwidth 3
+        ("/api/recommendations/u1?k=" + "1" * 5000, {}, 422, "k"),
         ("/api/recommendations/bad%20id", {}, 422, "user_id"),
         (f"/api/recommendations/{LONG}", {}, 422, "user_id"),
         ("/api/recommendations/u1?exclude=ok,no%20way", {}, 422, "exclude"),
