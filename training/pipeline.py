@@ -37,6 +37,7 @@ class PipelineConfig:
     budget_seconds: float | None = None  # tuning budget; None scales with first-trial cost
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     rerank: bool = True
+    reranker_shape: reranker.Shape = reranker.DEFAULT_SHAPE  # its size: request-time cost
     n_candidates: int = 50
     k: int = 10
     seed: int = 7
@@ -109,7 +110,7 @@ class DefaultPipeline:
         if cfg.rerank:
             rr = reranker.train_reranker(
                 tuned.on_fit, tuned.fit, tuned.val, categories, cfg.n_candidates, cfg.k,
-                seed=cfg.seed,
+                seed=cfg.seed, shape=cfg.reranker_shape,
             )
             self.model = rr.model
             verdict = "kept" if rr.model is not None else "rejected"

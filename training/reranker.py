@@ -13,6 +13,7 @@ against the default, over many held-out halves) and the ONNX time per 100 candid
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -121,6 +122,16 @@ class Shape(NamedTuple):
         return f"{self.trees}x{self.leaves}@{self.learning_rate:g}"
 
 
+def shape_arg(text: str) -> Shape:
+    """An argparse type: '15x8@0.4' -> 15 trees of 8 leaves, learning rate 0.4."""
+    try:
+        size, rate = text.split("@")
+        trees, leaves = size.split("x")
+        return Shape(int(trees), int(leaves), float(rate))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': expected TREESxLEAVES@RATE") from None
+
+
 # On ML-100k's temporal split, 30 trees at 0.2 gain about a third more validation nDCG@10 than
 # 15 or 20 trees (at 0.4 or 0.25), whose ONNX time per candidate is about half; the serving
 # throughput that would buy is within the run-to-run noise of bench/serve (its README).
@@ -216,17 +227,18 @@ def train_reranker(
     min_gain: float = 0.005,
     seed: int = 0,
     max_users: int = 2000,
+    shape: Shape = DEFAULT_SHAPE,
 ) -> RerankerFit:
     """Train on half the validation users, gate on the other half, then refit on all of them."""
     rows = training_rows(gen_on_fit, fit, val, categories, n_candidates, seed, max_users)
     half = np.random.default_rng(seed).random(rows.users.size) < 0.5
-    scored = held_out_gain(rows, half, k, seed)
+    scored = held_out_gain(rows, half, k, seed, shape)
     if scored is None:
         return RerankerFit(None, 0.0, 0.0)
     base, gain = scored
     if gain < base + min_gain:
         return RerankerFit(None, base, gain)
-    model = new_model(seed)
+    model = new_model(seed, shape)
     with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
         model.fit(rows.feats, rows.labels.astype(np.float32))
     return RerankerFit(model, base, gain)

@@ -39,6 +39,7 @@ from training.reranker import (
     TrainingRows,
     held_out_gain,
     new_model,
+    shape_arg,
     to_onnx,
     training_rows,
 )
@@ -49,14 +50,8 @@ USERS_PER_CALL = 16  # about a worker's re-rank batch under load (bench/serve/RE
 CALLS = 100
 
 
-def parse_shape(text: str) -> Shape:
-    """'15x8@0.4' -> 15 trees of 8 leaves, learning rate 0.4."""
-    try:
-        size, rate = text.split("@")
-        trees, leaves = size.split("x")
-        return Shape(int(trees), int(leaves), float(rate))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}': expected TREESxLEAVES@RATE") from None
+def shape_list(text: str) -> list[Shape]:
+    return [shape_arg(part) for part in text.split(",")]
 
 
 def onnx_us_per_100(rows: TrainingRows, shape: Shape, rng: np.random.Generator) -> list[float]:
@@ -81,11 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--protocol", choices=("stratified", "temporal"), default="temporal")
     ap.add_argument("--splits", type=int, default=16, help="held-out halves (default 16)")
-    ap.add_argument("--shapes", default="20x8@0.25,15x8@0.4,15x16@0.25,10x16@0.4",
+    ap.add_argument("--shapes", type=shape_list, default="20x8@0.25,15x8@0.4,15x16@0.25,10x16@0.4",
                     help="comma-separated TREESxLEAVES@RATE (the default shape is always added)")
     args = ap.parse_args(argv)
-    shapes = [DEFAULT_SHAPE] + [s for s in map(parse_shape, args.shapes.split(","))
-                                if s != DEFAULT_SHAPE]
+    shapes = [DEFAULT_SHAPE] + [s for s in args.shapes if s != DEFAULT_SHAPE]
     data, meta = load_movielens(args.data)
     categories, _ = category_matrix(data.item_ids, meta)
     train, _ = split(data, args.protocol)  # test is not used

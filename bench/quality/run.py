@@ -30,6 +30,7 @@ from training.generators.popularity import Popularity
 from training.generators.selector import make
 from training.interactions import Interactions
 from training.pipeline import DefaultPipeline, PipelineConfig
+from training.reranker import DEFAULT_SHAPE, Shape, shape_arg
 from training.splits import split
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +53,8 @@ def _fit(gen: CandidateGenerator, train: Interactions) -> float:
 
 
 def run_protocol(
-    data: Interactions, categories: np.ndarray, protocol: str, budget: float | None
+    data: Interactions, categories: np.ndarray, protocol: str, budget: float | None,
+    shape: Shape = DEFAULT_SHAPE,
 ) -> list[dict[str, Any]]:
     """Every row of the table for one protocol; tuned rows reuse the pipeline's choice."""
     train, test = split(data, protocol)
@@ -73,7 +75,8 @@ def run_protocol(
     ]
     for label, gen in baselines:
         add(label, gen, _fit(gen, train))
-    pipe = DefaultPipeline(PipelineConfig(protocol=protocol, budget_seconds=budget))
+    pipe = DefaultPipeline(PipelineConfig(protocol=protocol, budget_seconds=budget,
+                                          reranker_shape=shape))
     t0 = time.perf_counter()
     pipe.fit(train, categories)
     pipe_s = time.perf_counter() - t0
@@ -207,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=None, help="tuning seconds (default: scales with data)"
     )
     ap.add_argument("--json", type=Path, help="also write all figures to this JSON file")
+    ap.add_argument("--reranker-shape", type=shape_arg, default=DEFAULT_SHAPE,
+                    metavar="TREESxLEAVES@RATE",
+                    help="the pipeline's re-ranker size (default %(default)s)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}
     if args.synthetic:
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         protocols = ("stratified", "temporal") if args.protocol == "both" else (args.protocol,)
         for protocol in protocols:
-            rows = run_protocol(data, categories, protocol, args.budget)
+            rows = run_protocol(data, categories, protocol, args.budget, args.reranker_shape)
             print_table(protocol, rows)
             results[protocol] = rows
             sys.stdout.flush()

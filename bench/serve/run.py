@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import redis
 
-from bench.quality.reranker_shapes import parse_shape
 from shared.keys import (
     candidates_cache_key,
     candidates_doc_id,
@@ -47,7 +46,7 @@ from shared.serving.recommender import RECOMMENDATIONS
 from shared.settings import Settings
 from shared.stores.factory import build_backends
 from tests import services
-from training.reranker import DEFAULT_SHAPE, Shape
+from training.reranker import DEFAULT_SHAPE, Shape, shape_arg
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -290,7 +289,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2,
                     help="uvicorn workers, the same for both endpoints (2 cores: 2 worked best)")
-    ap.add_argument("--reranker-shape", type=parse_shape, default=DEFAULT_SHAPE,
+    ap.add_argument("--reranker-shape", type=shape_arg, default=DEFAULT_SHAPE,
                     metavar="TREESxLEAVES@RATE",
                     help="re-ranker size (default: training's, %(default)s); "
                          "bench.quality.reranker_shapes says what a size is worth")
