@@ -4,7 +4,8 @@
    different seeds when the catalogue is small enough for that to stay cheap),
 2. pick model families by catalogue size/memory (`selector.choose`),
 3. tune each family and the blend weights on the mean over the folds within a time budget
-   (EASE's regularisation for the refit is extrapolated from nested folds, see `tuning`),
+   (EASE's regularisation for the refit is extrapolated from nested folds; with several folds
+   the extra members' other settings are also judged inside the blend, see `tuning`),
 4. train a re-ranker on validation labels (kept only if it beats the blend on held-out users),
 5. refit the chosen models on all of train.
 """
