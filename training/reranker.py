@@ -154,6 +154,15 @@ def new_model(seed: int = 0, shape: Shape = DEFAULT_SHAPE) -> HistGradientBoosti
     )
 
 
+def fitted_model(feats: npt.NDArray[np.float32], labels: npt.NDArray[np.bool_], seed: int = 0,
+                 shape: Shape = DEFAULT_SHAPE) -> HistGradientBoostingRegressor:
+    """`new_model` fitted on 0/1 labels, on one OpenMP thread (see OPENMP_THREADS)."""
+    model = new_model(seed, shape)
+    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+        model.fit(feats, labels.astype(np.float32))
+    return model
+
+
 def reorder(
     model: HistGradientBoostingRegressor, cand: IntArray, feats: npt.NDArray[np.float32]
 ) -> tuple[IntArray, npt.NDArray[np.float32]]:
@@ -208,9 +217,7 @@ def held_out_gain(
     y = rows.labels
     if y[rows_a].sum() == 0 or y[~rows_a].sum() == 0:
         return None
-    probe = new_model(seed, shape)
-    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        probe.fit(rows.feats[rows_a], y[rows_a].astype(np.float32))
+    probe = fitted_model(rows.feats[rows_a], y[rows_a], seed, shape)
     truth_b = rows.truth[rows.users[~half]]
     base = metrics.ndcg_at_k(rows.cand[~half], truth_b, k)
     reranked, _ = reorder(probe, rows.cand[~half], rows.feats[~rows_a])
@@ -238,10 +245,7 @@ def train_reranker(
     base, gain = scored
     if gain < base + min_gain:
         return RerankerFit(None, base, gain)
-    model = new_model(seed, shape)
-    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        model.fit(rows.feats, rows.labels.astype(np.float32))
-    return RerankerFit(model, base, gain)
+    return RerankerFit(fitted_model(rows.feats, rows.labels, seed, shape), base, gain)
 
 
 def to_onnx(model: HistGradientBoostingRegressor) -> bytes:

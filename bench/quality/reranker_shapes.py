@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bench.quality.run import DEFAULT_DATA
 from shared.reranking.features import FEATURES
@@ -34,11 +33,10 @@ from training.datasets import category_matrix, load_movielens
 from training.pipeline import DefaultPipeline, PipelineConfig
 from training.reranker import (
     DEFAULT_SHAPE,
-    OPENMP_THREADS,
     Shape,
     TrainingRows,
+    fitted_model,
     held_out_gain,
-    new_model,
     shape_arg,
     to_onnx,
     training_rows,
@@ -56,9 +54,7 @@ def shape_list(text: str) -> list[Shape]:
 
 def onnx_us_per_100(rows: TrainingRows, shape: Shape, rng: np.random.Generator) -> list[float]:
     """CPU µs per 100 candidates of the serving re-ranker on random blocks of real rows."""
-    model = new_model(0, shape)
-    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        model.fit(rows.feats, rows.labels.astype(np.float32))
+    model = fitted_model(rows.feats, rows.labels, 0, shape)
     reranker = Reranker(to_onnx(model), list(FEATURES), rows.cand.shape[1])
     block = USERS_PER_CALL * rows.cand.shape[1]
     starts = rng.integers(0, max(1, rows.feats.shape[0] - block), (REPEATS, CALLS))
