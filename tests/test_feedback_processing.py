@@ -39,13 +39,20 @@ def test_bad_events_are_dead_lettered_with_reasons_and_the_rest_applied(
         _body("later", timestamp=future),
         _body("big", context={"pad": "x" * 20_000}),
         _body("ok2", type="rating", value=4),
+        # a finite value too large for a float32 weight: it once poisoned the next model
+        _body("huge", type="rating", value=1e39),
+        # nested past the JSON decoder's recursion limit: once a RecursionError that failed
+        # (and so retried) the whole batch for good
+        _body("deep", context={}).replace(b'"context": {}', b'"context": {"x": '
+                                          + b"[" * 1000 + b"]" * 1000 + b"}"),
     ]
     result = process_batch(store, batch)
     assert result.accepted == 2
     reasons = sorted(d["reason"] for d in store.scan("deadletters"))
-    assert len(reasons) == 5
+    assert len(reasons) == 7
     text = " | ".join(reasons)
-    for fragment in ("not valid JSON", "type", "userId", "future", "byte limit"):
+    for fragment in ("not valid JSON", "type", "userId", "future", "byte limit",
+                     "less than or equal to 1000000"):
         assert fragment in text
 
 

@@ -203,6 +203,15 @@ def test_events_store_gives_the_tenants_interactions(store: DocumentStore) -> No
                      ("u4", "i2", 0.0)}
     recent = read_events(store, "default", since=NOW - timedelta(days=2))
     assert recent is not None and len(recent) == 4
+
+
+def test_a_stored_rating_too_large_for_a_weight_is_skipped(store: DocumentStore) -> None:
+    """Stored before the schema bounded values: float32 would make it inf, then NaN scores."""
+    process_batch(store, [json.dumps(ev("a", "u1", "i1", "rating", value=4)).encode()])
+    (doc,) = store.scan("events")
+    store.upsert_many("events", [{**doc, "id": "huge", "eventId": "huge", "value": 1e39}])
+    data = read_events(store, "default")
+    assert data is not None and data.weights.tolist() == [4.0]
     assert read_events(store, "nobody") is None
 
 

@@ -15,6 +15,10 @@ from shared.serving.rules import Rules
         (Rules.parse, "[1]", "RECO_RULES must be a JSON object keyed by tenant"),
         (Experiments.parse, "{oops", "RECO_EXPERIMENTS is not valid JSON"),
         (Experiments.parse, "{}", "RECO_EXPERIMENTS must be a JSON list of experiments"),
+        # json.loads takes NaN and Infinity: a NaN factor once demoted the item silently
+        (Rules.parse, '{"*": {"boost": {"c": NaN}}}', "must be finite numbers > 0"),
+        (Rules.parse, '{"*": {"boostCategories": {"sale": Infinity}}}', "must be finite"),
+        (Rules.parse, '{"*": {"boost": {"c": 0}}}', "must be finite numbers > 0"),
     ],
 )
 def test_bad_json_settings_are_named(parse, text: str, message: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from shared.feedback.process import EVENTS
+from shared.feedback.schema import MAX_VALUE
 from shared.stores.documents import DocumentStore
 from training.interactions import Interactions
 
@@ -62,6 +63,8 @@ class InteractionsBuilder:
             if kind == "rating":  # a rating of 0 stays 0: only a missing value counts as 1
                 value = doc.get("value")
                 weight = 1.0 if value is None else float(value)
+                if not abs(weight) <= MAX_VALUE:  # stored before the schema bounded it
+                    raise ValueError(f"rating value {value!r} out of range")
             else:
                 weight = EVENT_WEIGHTS[kind]
         except (KeyError, TypeError, ValueError):

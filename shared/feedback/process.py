@@ -102,7 +102,7 @@ def _owner(text: str, default_tenant: str) -> dict[str, str]:
     `userId`: kept beside the body so that deleting the user finds their dead letters too."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting: refused by the schema, and here too
         return {}
     if not isinstance(data, dict) or not isinstance(data.get("userId"), str):
         return {}

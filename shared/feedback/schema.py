@@ -32,6 +32,9 @@ class EventType(StrEnum):
     IMPRESSION = "impression"
 
 
+MAX_VALUE = 1e6
+
+
 class FeedbackEvent(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
@@ -40,7 +43,8 @@ class FeedbackEvent(BaseModel):
     user_id: Annotated[str, Field(alias="userId", pattern=ID_PATTERN)]
     item_id: Annotated[str, Field(alias="itemId", pattern=ID_PATTERN)]
     type: EventType
-    value: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    # a rating's value becomes a float32 training weight: finite, and far inside its range
+    value: Annotated[float | None, Field(allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)] = None
     timestamp: datetime
     recommendation_id: Annotated[str | None, Field(alias="recommendationId", max_length=64)] = None
     position: Annotated[int | None, Field(ge=0, le=1000)] = None

@@ -13,6 +13,7 @@ purchased, disliked, excluded or blocked item.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,9 +64,11 @@ class Rules:
         except ValidationError as exc:
             raise ValueError(f"{where} is invalid: {exc}") from None
         for tenant, rules in parsed.items():
-            bad = [f for f in [*rules.boost.values(), *rules.boost_categories.values()] if f <= 0]
+            bad = [f for f in [*rules.boost.values(), *rules.boost_categories.values()]
+                   if not (math.isfinite(f) and f > 0)]  # json.loads takes NaN and Infinity
             if bad:
-                raise ValueError(f"{where}: boost factors of tenant '{tenant}' must be > 0")
+                raise ValueError(f"{where}: boost factors of tenant '{tenant}' must be finite "
+                                 "numbers > 0")
         return cls(parsed)
 
     @classmethod
