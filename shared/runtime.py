@@ -10,7 +10,7 @@ from shared.model_registry import ActiveModels
 from shared.online_state import OnlineState, build_online_state, config_from
 from shared.serving import gc_settings
 from shared.serving.recommender import Recommender
-from shared.settings import Settings, get_settings
+from shared.settings import ConfigurationError, Settings, get_settings
 from shared.stores.events import DirectSink, EventHubSink, EventSink
 from shared.stores.factory import Backends, build_backends
 
@@ -58,5 +58,10 @@ def build_runtime(settings: Settings, backends: Backends) -> Runtime:
 
 @lru_cache(maxsize=1)
 def get_runtime() -> Runtime:
+    """Raises ConfigurationError (not cached: the next call tries again) when a setting, a
+    JSON-valued one included, cannot be used."""
     settings = get_settings()
-    return build_runtime(settings, build_backends(settings))
+    try:
+        return build_runtime(settings, build_backends(settings))
+    except ValueError as exc:
+        raise ConfigurationError.of(exc) from None

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -129,10 +129,26 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or (self.data_dir / "mlruns").resolve().as_uri()
 
 
+class ConfigurationError(RuntimeError):
+    """A setting this process cannot run with; the message names it in one sentence."""
+
+    @classmethod
+    def of(cls, exc: ValueError) -> ConfigurationError:
+        if isinstance(exc, ValidationError):  # pydantic's several lines: one clause per field
+            text = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        else:
+            text = str(exc)
+        return cls(f"configuration: {text}")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings for this process, read once; tests build `Settings(...)` directly instead."""
-    return Settings()
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise ConfigurationError.of(exc) from None
 
 
 def parse_json_setting(text: str | None, name: str, kind: type, shape: str) -> Any | None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+
+from shared.runtime import get_runtime
+from shared.serving.api import create_app
 from shared.serving.experiments import Experiments
 from shared.serving.rules import Rules
+from shared.settings import get_settings
+from training import cli
 
 
 @pytest.mark.parametrize(
@@ -31,3 +38,40 @@ def test_empty_json_settings_mean_none_configured() -> None:
     assert Rules.parse(None).for_tenant("shop").empty
     assert Experiments.parse("").assign("shop", "u1") is None
     assert Experiments.parse(None).assign("shop", "u1") is None
+
+
+def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Found at first use (JSON settings, connection strings): was a 500 on every route."""
+    monkeypatch.setenv("RECO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECO_RULES", "{bad")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    try:
+        client = TestClient(create_app())
+        assert client.get("/api/health").status_code == 200
+        for path in ("/api/recommendations/u1", "/api/popular", "/api/ready"):
+            response = client.get(path)
+            assert response.status_code == 503, path
+            assert response.json()["error"].startswith("configuration: RECO_RULES is not valid")
+    finally:
+        get_settings.cache_clear()
+        get_runtime.cache_clear()
+
+
+def test_a_bad_setting_stops_the_cli_with_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("RECO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECO_CANDIDATES_PER_USER", "abc")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    try:
+        assert cli.main(["list-versions"]) == 2
+        assert capsys.readouterr().err.startswith(
+            "error: configuration: RECO_CANDIDATES_PER_USER: Input should be a valid integer"
+        )
+    finally:
+        get_settings.cache_clear()
+        get_runtime.cache_clear()

@@ -7,6 +7,7 @@ import logging
 import sys
 from types import ModuleType
 
+from shared.settings import ConfigurationError
 from training.commands import (
     evaluate,
     fill_cache,
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, FileNotFoundError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -32,6 +32,7 @@ from shared.serving.recommender import (
 from shared.serving.recommender import (
     Query as RecoQuery,
 )
+from shared.settings import ConfigurationError
 from shared.stores.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,14 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"error": _readable(exc)})
+
+    @app.exception_handler(ConfigurationError)
+    async def _configuration(_: Request, exc: ConfigurationError) -> JSONResponse:
+        """A setting the process cannot run with: every route but health says which (503,
+        not a 500), and the next request tries again once it is fixed."""
+        log.error("%s", exc)
+        return JSONResponse(status_code=503, content={"error": str(exc)},
+                            headers={"Retry-After": "30"})
 
     # Starlette's class: its router raises it for unknown routes (404) and methods (405)
     @app.exception_handler(StarletteHTTPException)
