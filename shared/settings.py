@@ -15,14 +15,17 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.ids import ID_PATTERN
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True
+        case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True,
+        allow_inf_nan=False,  # an "inf" timeout or budget would mean never
     )
 
     # General
-    default_tenant: str = Field("default", alias="RECO_DEFAULT_TENANT")
+    default_tenant: str = Field("default", alias="RECO_DEFAULT_TENANT", pattern=ID_PATTERN)
     data_dir: Path = Field(Path(".data"), alias="RECO_DATA_DIR")
     api_key: str | None = Field(None, alias="RECO_API_KEY")  # optional local API key
     candidates_per_user: int = Field(100, alias="RECO_CANDIDATES_PER_USER", ge=10, le=1000)
@@ -33,7 +36,7 @@ class Settings(BaseSettings):
 
     # Hot cache: Azure Managed Redis when REDIS_HOST is set
     redis_host: str | None = Field(None, alias="REDIS_HOST")
-    redis_port: int = Field(6379, alias="REDIS_PORT")
+    redis_port: int = Field(6379, alias="REDIS_PORT", ge=1, le=65535)
     redis_ssl: bool = Field(False, alias="REDIS_SSL")
     redis_username: str | None = Field(None, alias="REDIS_USERNAME")  # identity's object id
     redis_password: str | None = Field(None, alias="REDIS_PASSWORD")  # access key, if not Entra
@@ -101,7 +104,8 @@ class Settings(BaseSettings):
     retrain_lease_seconds: int = Field(3600, alias="RETRAIN_LEASE_SECONDS", ge=30)
     fill_chunk_users: int = Field(1000, alias="RECO_FILL_CHUNK_USERS", ge=1)
     fill_store_concurrency: int = Field(8, alias="RECO_FILL_STORE_CONCURRENCY", ge=1, le=256)
-    databricks_job_id: int | None = Field(None, alias="DATABRICKS_JOB_ID")  # large-data handoff
+    # large-data handoff
+    databricks_job_id: int | None = Field(None, alias="DATABRICKS_JOB_ID", ge=1)
     mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
 
     # Telemetry: nothing is sent unless this is set

@@ -60,18 +60,26 @@ def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
         get_runtime.cache_clear()
 
 
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("RECO_CANDIDATES_PER_USER", "abc", "Input should be a valid integer"),
+    ("REDIS_TIMEOUT_SECONDS", "inf", "Input should be a finite number"),  # would mean never
+    ("RETRAIN_TUNING_SECONDS", "nan", "Input should be a finite number"),
+    ("REDIS_PORT", "99999", "less than or equal to 65535"),
+    ("RECO_DEFAULT_TENANT", "bad tenant", "should match pattern"),  # events were stored so
+    ("DATABRICKS_JOB_ID", "-3", "greater than or equal to 1"),
+])
 def test_a_bad_setting_stops_the_cli_with_a_sentence(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    name: str, value: str, message: str,
 ) -> None:
     monkeypatch.setenv("RECO_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RECO_CANDIDATES_PER_USER", "abc")
+    monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     get_runtime.cache_clear()
     try:
         assert cli.main(["list-versions"]) == 2
-        assert capsys.readouterr().err.startswith(
-            "error: configuration: RECO_CANDIDATES_PER_USER: Input should be a valid integer"
-        )
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: configuration: {name}: ") and message in err
     finally:
         get_settings.cache_clear()
         get_runtime.cache_clear()
