@@ -127,6 +127,13 @@ def val_ndcg(
     return metrics.ndcg_at_k(recs, val_m[users], k)
 
 
+def fitted(name: str, params: dict[str, Any], fold: Fold) -> CandidateGenerator:
+    """`name(params)` fitted on a fold's fit part (its interactions, for members that want them)."""
+    gen = make(name, params)
+    fit_generator(gen, fold.fit, fold.data)
+    return gen
+
+
 def folds_ndcg(
     name: str, params: dict[str, Any], folds: Sequence[Fold], k: int
 ) -> tuple[float, CandidateGenerator]:
@@ -134,8 +141,7 @@ def folds_ndcg(
     scores: list[float] = []
     first: CandidateGenerator | None = None
     for fold in folds:
-        gen = make(name, params)
-        fit_generator(gen, fold.fit, fold.data)
+        gen = fitted(name, params, fold)
         scores.append(val_ndcg(gen, fold.fit, fold.val, k))
         first = gen if first is None else first
     assert first is not None
@@ -235,6 +241,7 @@ def tune_in_blend(
     folds: Sequence[Fold],
     k: int = 10,
     deadline: float | None = None,
+    scorer: BlendScorer | None = None,
 ) -> None:
     """Each extra member's other settings, judged by the blend they join instead of alone.
 
@@ -243,10 +250,11 @@ def tune_in_blend(
     beside EASE against 32 alone; the solo search there also stops at the time budget before
     reaching 16). Up to BLEND_CONTEXT_TRIALS other grid points per member, in grid order, are
     fitted on every fold and given their best weight with the others held; whatever raises the
-    blend's mean validation nDCG is kept, and the weights are searched again at the end. No
-    new setting starts after `deadline`.
+    blend's mean validation nDCG is kept (in `result` and `per_fold`), and the weights are
+    searched again at the end. No new setting starts after `deadline`. `scorer`: the one that
+    chose `result.weights` for `per_fold`, so members' scores are not computed again.
     """
-    scorer = BlendScorer(per_fold, folds, k)
+    scorer = scorer or BlendScorer(per_fold, folds, k)
     weights, best = result.weights, result.blend_ndcg
     changed = False
     for j, name in enumerate(names[1:], start=1):
@@ -255,9 +263,7 @@ def tune_in_blend(
             t0 = time.perf_counter()
             if deadline is not None and t0 > deadline:
                 break
-            members = [make(name, params) for _ in folds]
-            for gen, fold in zip(members, folds, strict=True):
-                fit_generator(gen, fold.fit, fold.data)
+            members = [fitted(name, params, fold) for fold in folds]
             candidate = scorer.replaced(j, members)
             w, value = candidate.best_weights(weights, members=(j,))
             result.trials.append(Trial(f"{name}[blend]", params, value,
@@ -381,17 +387,12 @@ def tune(
         result.fitted[name] = gen
         result.trials.extend(trials)
     per_fold: list[list[CandidateGenerator]] = [[result.fitted[n] for n in names]]
-    for fold in folds[1:]:
-        fold_members = []
-        for n in names:
-            gen = make(n, result.best[n])
-            fit_generator(gen, fold.fit, fold.data)
-            fold_members.append(gen)
-        per_fold.append(fold_members)
-    result.weights, result.blend_ndcg = tune_blend(per_fold, folds, k)
+    per_fold += [[fitted(n, result.best[n], fold) for n in names] for fold in folds[1:]]
+    scorer = BlendScorer(per_fold, folds, k)  # members' validation scores, computed once
+    result.weights, result.blend_ndcg = scorer.best_weights()
     if len(folds) > 1:  # one fold's noise (about ±0.005) is larger than what this finds
         deadline = time.perf_counter() + BLEND_CONTEXT_SHARE * budget_seconds
-        tune_in_blend(result, names, per_fold, folds, k, deadline)
+        tune_in_blend(result, names, per_fold, folds, k, deadline, scorer)
     if nested and "ease" in names and "reg_scale" in result.best["ease"]:
         same_w = {
             float(t.params["reg_scale"]): t.ndcg
