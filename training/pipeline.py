@@ -109,10 +109,9 @@ class DefaultPipeline:
         self.report.seconds["tune"] = t1 - t0
         self.model = None
         if cfg.rerank:
-            rr = reranker.train_reranker(
-                tuned.on_fit, tuned.fit, tuned.val, categories, cfg.n_candidates, cfg.k,
-                seed=cfg.seed, shape=cfg.reranker_shape,
-            )
+            rows = reranker.training_rows(tuned.on_fit, tuned.fit, tuned.val, categories,
+                                          cfg.n_candidates, cfg.seed)
+            rr = reranker.train_reranker(rows, cfg.k, seed=cfg.seed, shape=cfg.reranker_shape)
             self.model = rr.model
             verdict = "kept" if rr.model is not None else "rejected"
             self.report.reranker = (

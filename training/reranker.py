@@ -225,19 +225,13 @@ def held_out_gain(
 
 
 def train_reranker(
-    gen_on_fit: CandidateGenerator,
-    fit: Interactions,
-    val: Interactions,
-    categories: npt.NDArray[np.float32] | None,
-    n_candidates: int = 50,
+    rows: TrainingRows,
     k: int = 10,
     min_gain: float = 0.005,
     seed: int = 0,
-    max_users: int = 2000,
     shape: Shape = DEFAULT_SHAPE,
 ) -> RerankerFit:
     """Train on half the validation users, gate on the other half, then refit on all of them."""
-    rows = training_rows(gen_on_fit, fit, val, categories, n_candidates, seed, max_users)
     half = np.random.default_rng(seed).random(rows.users.size) < 0.5
     scored = held_out_gain(rows, half, k, seed, shape)
     if scored is None:
