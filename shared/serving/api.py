@@ -193,10 +193,9 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
     if raw_k is not None:
         # ASCII digits only (int() would also take " 3", "1_0" and non-ASCII digits), and
         # few of them (int() refuses over 4,300)
-        if not (len(raw_k) <= 3 and raw_k.isascii() and raw_k.isdigit()
-                and 1 <= int(raw_k) <= 100):
+        k = int(raw_k) if len(raw_k) <= 3 and raw_k.isascii() and raw_k.isdigit() else 0
+        if not 1 <= k <= 100:
             raise HTTPException(422, "k: must be an integer from 1 to 100")
-        k = int(raw_k)
     tenant = params.get("tenant")
     if tenant is not None:
         _valid_id_or_422("tenant", tenant)
