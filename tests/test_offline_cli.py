@@ -119,6 +119,7 @@ def test_damaged_artifacts_exit_2_with_a_sentence(
     recs = str(tmp_path / "r.csv")
     for damaged, body, expected in [
         ("manifest.json", b"{not json", "manifest.json is not a JSON object"),
+        ("manifest.json", b'{"parameters": 5}', "manifest.json has fields of the wrong type"),
         ("candidates.npz", b"garbage", "candidates.npz is damaged"),
         ("candidates.npz", (tiny_model / "candidates.npz").read_bytes()[:100],
          "candidates.npz is damaged"),

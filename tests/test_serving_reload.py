@@ -6,13 +6,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import redis
 
-from shared.model_registry import ActiveModels, set_active
+from shared.model_registry import ActiveModels, ModelVersion, set_active
 from shared.serving.model_data import load_version
+from shared.stores.artifacts import LocalArtifactStore
 from tests.helpers import client_for
-from tests.test_serving_support import azure_runtime, publish_catalogue
+from tests.test_serving_support import (
+    azure_runtime,
+    catalogue_model,
+    popularity_reranker,
+    publish_catalogue,
+)
+from training.publish import write_artifact
 
 
 def test_new_version_loads_in_the_background_while_the_old_one_serves(
@@ -111,3 +119,22 @@ def test_rolling_back_to_a_version_in_memory_makes_it_the_served_one(
     assert client.get("/api/recommendations/u1").json()["modelVersion"] == v1
     ready = client.get("/api/ready").json()
     assert ready["model"]["activeVersion"] == ready["model"]["servingVersion"] == v1
+
+
+def test_files_left_by_an_earlier_model_in_the_folder_are_not_read(tmp_path: Path) -> None:
+    """Written into a folder that held a re-ranked model, a model without a re-ranker (or
+    neighbours) serves without them: the manifest names the artifact's own files."""
+    store = LocalArtifactStore(tmp_path)
+    manifest = {"version": "v1", "tenant": "t"}
+    write_artifact(store, catalogue_model(["u1"], reranker_onnx=popularity_reranker()),
+                   manifest, "t/v1")
+    first = load_version(store, ModelVersion("t", "v1", "2026-01-01T00:00:00+00:00", []))
+    assert first.reranker is not None and first.neighbours is not None
+
+    second = catalogue_model(["u1"])
+    second.extra_files.clear()  # no similar.npz this time
+    write_artifact(store, second, manifest, "t/v1")
+    assert (tmp_path / "t" / "v1" / "reranker.onnx").exists()  # still there, not read
+    again = load_version(store, ModelVersion("t", "v1", "2026-01-01T00:00:00+00:00", []))
+    assert again.reranker is None
+    assert again.neighbours is None

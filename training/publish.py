@@ -187,7 +187,10 @@ def write_artifact(artifacts: ArtifactStore, model: TrainedModel, manifest: dict
         files["reranker.onnx"] = model.reranker_onnx
     for name, data in files.items():
         artifacts.put(artifact_path(prefix, name), data)
-    # The manifest goes last: its presence means the artifact is complete.
+    # The manifest goes last: its presence means the artifact is complete. It names the files,
+    # so a file left in the folder by an earlier model (a re-ranker this one does not have) is
+    # not read as part of this one.
+    manifest = {**manifest, "files": sorted([*files, "manifest.json"])}
     artifacts.put(artifact_path(prefix, "manifest.json"), json.dumps(manifest, indent=2).encode())
 
 

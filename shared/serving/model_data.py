@@ -13,6 +13,9 @@ Artifact files read here (all optional except what the version document already 
 - `similar.npz`  item_ids, neighbours (items x n codes into item_ids, -1 padded), scores
 - `reranker.onnx` with the manifest's `features` list
 
+The manifest's `files` lists the artifact's files: a file it does not name was left in the
+folder by another model and is not read (manifests without the list read every file).
+
 The manifest's `candidate_codes` ({"items": n, "digest": ...}) names the item list that cached
 candidate values index by code (the model's item list); a version whose first n item ids match
 it reads those values without JSON or id lookups.
@@ -315,15 +318,23 @@ def load_version(artifacts: ArtifactStore, model: ModelVersion) -> VersionData:
     prefix = f"{model.tenant}/{model.version}"
     manifest_raw = _get_optional(artifacts, f"{prefix}/manifest.json")
     manifest = json.loads(manifest_raw) if manifest_raw else dict(model.manifest)
-    meta_raw = _get_optional(artifacts, f"{prefix}/items.json")
+    listed = manifest.get("files")  # absent in artifacts written before it was kept
+
+    def optional(name: str) -> bytes | None:
+        """A file of this artifact; one the manifest does not name was left by another."""
+        if isinstance(listed, list) and name not in listed:
+            return None
+        return _get_optional(artifacts, f"{prefix}/{name}")
+
+    meta_raw = optional("items.json")
     meta: dict[str, dict[str, Any]] = json.loads(meta_raw) if meta_raw else {}
     stats = _npz(
-        _get_optional(artifacts, f"{prefix}/{ITEM_STATS_FILE}"),
+        optional(ITEM_STATS_FILE),
         "item_ids", "popularity", "first_seen", "last_seen", "mean_weight",
     )
     if "item_ids" not in stats:
-        stats = _npz(_get_optional(artifacts, f"{prefix}/candidates.npz"), "item_ids", "popularity")
-    popular_raw = _get_optional(artifacts, f"{prefix}/popular.json")
+        stats = _npz(optional("candidates.npz"), "item_ids", "popularity")
+    popular_raw = optional("popular.json")
     popular = (
         [(str(i), float(s)) for i, s in json.loads(popular_raw)]
         if popular_raw
@@ -348,10 +359,10 @@ def load_version(artifacts: ArtifactStore, model: ModelVersion) -> VersionData:
             cats[index[item], cat_index[str(c)]] = True
     table = _item_table(item_ids, stats, cats)
     neighbours, nscores = _load_similar(
-        _get_optional(artifacts, f"{prefix}/{SIMILAR_FILE}"), index, len(item_ids)
+        optional(SIMILAR_FILE), index, len(item_ids)
     )
     reranker = None
-    onnx_raw = _get_optional(artifacts, f"{prefix}/reranker.onnx")
+    onnx_raw = optional("reranker.onnx")
     if onnx_raw is not None:
         features = [str(f) for f in manifest.get("features") or FEATURES]
         width = int(manifest.get("reranker_candidates") or RERANK_WIDTH)

@@ -38,6 +38,9 @@ def load(folder: Path) -> TrainedModel:
         return load_model_at(LocalArtifactStore(folder), "")
     except ArtifactNotFound as exc:
         raise DataError(f"{folder}: the artifact is incomplete ({exc} missing)") from None
+    except TypeError:  # a manifest field of the wrong kind ("parameters": 5, ...)
+        raise DataError(f"{folder}: manifest.json has fields of the wrong type; the artifact "
+                        "is damaged") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         damaged = "items.json" if isinstance(exc, json.JSONDecodeError) else "candidates.npz"
         raise DataError(f"{folder}: {damaged} is damaged; train the model again") from None
