@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.ids import ID_PATTERN
 
+SCHEDULE_PATTERN = (r"^(?:[0-9A-Za-z*/,-]+ +){5}[0-9A-Za-z*/,-]+$"  # NCRONTAB, seconds first
+                    r"|^(?:[0-9]+\.)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}$")  # TimeSpan [d.]hh:mm:ss
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -95,7 +98,9 @@ class Settings(BaseSettings):
     max_threads: int = Field(16, alias="RECO_MAX_THREADS", ge=1, le=256)  # request threads
 
     # Retraining
-    retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE")
+    # NCRONTAB's six fields, or a TimeSpan (dedicated plans): the host refuses anything else
+    retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE",
+                                  pattern=SCHEDULE_PATTERN)
     retrain_tenants: str | None = Field(None, alias="RETRAIN_TENANTS")  # comma separated
     retrain_window_days: int = Field(180, alias="RETRAIN_WINDOW_DAYS", ge=1)
     retrain_gate_tolerance: float = Field(0.02, alias="RETRAIN_GATE_TOLERANCE", ge=0, lt=1)

@@ -67,6 +67,7 @@ def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
     ("REDIS_PORT", "99999", "less than or equal to 65535"),
     ("RECO_DEFAULT_TENANT", "bad tenant", "should match pattern"),  # events were stored so
     ("DATABRICKS_JOB_ID", "-3", "greater than or equal to 1"),
+    ("RETRAIN_SCHEDULE", "0 3 * * *", "should match pattern"),  # five fields: cron, not NCRONTAB
 ])
 def test_a_bad_setting_stops_the_cli_with_a_sentence(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
