@@ -169,7 +169,7 @@ def test_capture_files_give_each_event_once_and_skip_invalid_bodies(tmp_path: Pa
     events.append(ev("other", tenant="t2"))
     events.append(ev("old", ago_hours=24 * 40))
     write_capture_file(tmp_path / "a.avro", [*events, *events[:5]])  # redelivered events
-    write_capture_file(tmp_path / "b.avro", [b"{broken", json.dumps(ev("e3")).encode()])
+    write_capture_file(tmp_path / "b.avro", [b"{broken", json.dumps(events[3]).encode()])
     (tmp_path / "empty.avro").write_bytes(b"")
     data, stats = read_capture([tmp_path], "default", since=NOW - timedelta(days=30))
     assert data is not None
@@ -177,6 +177,21 @@ def test_capture_files_give_each_event_once_and_skip_invalid_bodies(tmp_path: Pa
     assert (stats.bodies, stats.invalid) == (len(events) + 5 + 2, 1)
     weights = dict(zip(data.item_ids[data.items].tolist(), data.weights.tolist(), strict=True))
     assert weights["i9"] == 4.0 and weights["i1"] == 2.0
+
+
+def test_users_who_send_the_same_event_id_each_keep_their_event(
+    tmp_path: Path, store: DocumentStore,
+) -> None:
+    """An event id is unique per user (as the store keeps them), not across users."""
+    events = [ev("1", user=u, item=i, kind="purchase") for u, i in
+              (("alice", "i1"), ("bob", "i2"), ("carol", "i3"))]
+    assert process_batch(store, [json.dumps(e).encode() for e in events]).accepted == 3
+    from_store = read_events(store, "default")
+    assert from_store is not None and sorted(from_store.user_ids.tolist()) == ["alice", "bob",
+                                                                              "carol"]
+    write_capture_file(tmp_path / "a.avro", [*events, events[1]])  # bob's redelivered
+    from_capture, _ = read_capture([tmp_path], "default")
+    assert from_capture is not None and len(from_capture) == 3
 
 
 def test_a_file_that_is_not_avro_is_a_readable_error(tmp_path: Path) -> None:

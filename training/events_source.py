@@ -76,7 +76,7 @@ class InteractionsBuilder:
         self._items.append(item)
         self._weights.append(weight)
         self._times.append(ts)
-        self._ids.append(hash(event_id))
+        self._ids.append(hash((user, event_id)))  # the store's identity: one id per user
 
     def add_all(self, docs: Iterable[Mapping[str, Any]]) -> InteractionsBuilder:
         for doc in docs:
@@ -87,7 +87,7 @@ class InteractionsBuilder:
         return len(self._users)
 
     def build(self, source: str) -> Interactions | None:
-        """The interactions, each event id once (first occurrence kept), or None if empty."""
+        """The interactions, each (user, event id) once (first kept), or None if empty."""
         if not self._users:
             return None
         _, first = np.unique(np.asarray(self._ids, np.int64), return_index=True)
