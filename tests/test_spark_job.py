@@ -50,21 +50,44 @@ def _write_events(folder: Path) -> dict[str, set[str]]:
     data = clustered(n_users=60)
     seen: dict[str, set[str]] = {}
     folder.mkdir()
+    first = ""
     with (folder / "part-0.json").open("w") as fh:
         for n, (u, i, t) in enumerate(zip(data.user_ids[data.users], data.item_ids[data.items],
                                           data.timestamps, strict=True)):
             seen.setdefault(str(u), set()).add(str(i))
-            fh.write(json.dumps({
+            line = json.dumps({
                 "eventId": f"e{n}", "tenant": TENANT, "userId": str(u), "itemId": str(i),
                 "type": "purchase",
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t))),
-            }) + "\n")
+            })
+            first = first or line
+            fh.write(line + "\n")
         # another tenant's event and a replayed one must not count
         fh.write(json.dumps({"eventId": "x1", "tenant": "other", "userId": "u0", "itemId": "zz",
                              "type": "purchase", "timestamp": "2023-11-15T00:00:00Z"}) + "\n")
-        fh.write(json.dumps({"eventId": "e0", "tenant": TENANT, "userId": "u0", "itemId": "i0",
-                             "type": "purchase", "timestamp": "2023-11-15T00:00:00Z"}) + "\n")
+        fh.write(first + "\n")
     return seen
+
+
+def test_events_count_once_per_user_and_event_id_within_the_tenant(spark, tmp_path: Path
+                                                                    ) -> None:
+    """Other users and other tenants may use the same event ids; rows without an id all count;
+    a replayed event counts once."""
+    from training.spark_job import read_interactions
+
+    def event(eid: str | None, user: str, item: str, tenant: str = TENANT) -> str:
+        body = {"tenant": tenant, "userId": user, "itemId": item, "type": "view",
+                "timestamp": "2023-11-15T00:00:00Z"}
+        return json.dumps(body if eid is None else {"eventId": eid, **body})
+
+    (tmp_path / "events.json").write_text("\n".join([
+        event("1", "alice", "a"), event("1", "bob", "b"), event("1", "alice", "a"),  # replay
+        event("1", "alice", "z", tenant="other"), event("2", "carol", "c", tenant="other"),
+        event("2", "carol", "c"), event(None, "dan", "d"), event(None, "dan", "e"),
+    ]) + "\n")
+    df = read_interactions(spark, str(tmp_path / "events.json"), "json", TENANT, None)
+    rows = sorted((r.user_id, r.item_id) for r in df.collect())
+    assert rows == [("alice", "a"), ("bob", "b"), ("carol", "c"), ("dan", "d"), ("dan", "e")]
 
 
 def test_spark_job_publishes_a_version_that_serving_answers_from(

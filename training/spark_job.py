@@ -100,9 +100,14 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
             if optional not in df.columns:
                 df = df.withColumn(optional, F.lit(None).cast("string"))
         weights = F.create_map(*[x for k, v in EVENT_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
-        df = df.dropDuplicates(["eventId"])  # a replayed event counts once
         df = df.where(F.coalesce(F.col("tenant"), F.lit("default")) == tenant)
         df = df.where(F.col("type").isin(list(EVENT_WEIGHTS)))
+        # A replayed event counts once. An event id is unique per user, as the store keeps
+        # events (other users, or tenants, may use the same id); rows without one all count.
+        identified = F.col("eventId").isNotNull()
+        df = df.where(identified).dropDuplicates(["userId", "eventId"]).unionByName(
+            df.where(~identified)
+        )
         df = df.select(
             F.col("userId").cast("string").alias("user_id"),
             F.col("itemId").cast("string").alias("item_id"),
