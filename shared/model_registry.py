@@ -35,7 +35,8 @@ class ModelVersion:
         return (datetime.now(UTC) - created).total_seconds()
 
 
-def save_version(store: DocumentStore, version: ModelVersion) -> None:
+def save_version(store: DocumentStore, version: ModelVersion, **fields: Any) -> None:
+    """The version's document, with `fields` (its status) in the same write."""
     store.upsert(
         MODELS,
         {
@@ -45,6 +46,7 @@ def save_version(store: DocumentStore, version: ModelVersion) -> None:
             "created": version.created,
             "popular": [[i, s] for i, s in version.popular],
             "manifest": version.manifest,
+            **fields,
         },
     )
 

@@ -202,3 +202,55 @@ def test_the_previous_but_one_version_is_expired_and_the_previous_kept(
         assert store.read(RECOMMENDATIONS, candidates_doc_id(second, user),
                           user_partition(TENANT, user)) is not None
     assert store.read(MODELS, f"fill|{first}", TENANT) is None
+
+
+def test_a_staged_version_is_filling_from_its_first_write(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version document without a status reads as ready: killed after such a first write,
+    rollback would accept a version without lists. Its first write says "filling"."""
+    store = runtime.backends.store
+    real = store.upsert
+    first_writes: dict[str, Any] = {}
+
+    def spy(container: str, doc: dict[str, Any]) -> None:
+        if container == MODELS and doc.get("kind") == "version":
+            first_writes.setdefault(str(doc["id"]), doc.get("status"))
+        real(container, doc)
+
+    monkeypatch.setattr(store, "upsert", spy)
+    result = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                            config=CONFIG)
+    assert first_writes == {result.version: FILLING}
+
+
+def test_interrupted_between_the_switch_and_the_ready_mark_the_rerun_marks_it(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The active version is never expired as an abandoned fill: the rerun marks it ready."""
+    import training.publish as publish
+
+    old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                         config=CONFIG)
+    real = publish.mark_version
+
+    def killed_at_ready(store: Any, tenant: str, version: str, status: str,
+                        **fields: Any) -> None:
+        if status == "ready":
+            raise RuntimeError("killed before the ready mark")
+        real(store, tenant, version, status, **fields)
+
+    monkeypatch.setattr(publish, "mark_version", killed_at_ready)
+    with pytest.raises(RuntimeError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+    monkeypatch.undo()
+    store = runtime.backends.store
+    new = active_version_id(store, TENANT)
+    assert new != old.version
+    assert _answer(runtime, "u0", new)["source"] == "cache"
+
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+    assert active_version_id(store, TENANT) == new, rerun.message
+    statuses = {d["id"]: version_status(d) for d in version_docs(store, TENANT)}
+    assert statuses == {old.version: "ready", new: "ready"}
+    assert _answer(runtime, "u0", new)["source"] == "cache"

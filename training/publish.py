@@ -705,17 +705,21 @@ def stage(backends: Backends, model: TrainedModel, tenant: str, rows: dict[str, 
         popular=model.popular_items(POPULAR_IN_VERSION),
         manifest=manifest,
     )
-    save_version(backends.store, staged)
-    mark_version(backends.store, tenant, version, FILLING)
+    # one write: a version document without a status would read as "ready"
+    save_version(backends.store, staged, status=FILLING)
     return staged
 
 
 def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
              options: FillOptions | None = None) -> Published:
-    """Marks the filled version ready, switches the tenant to it, expires old versions."""
+    """Switches the tenant to the filled version, marks it ready, expires old versions.
+
+    Switch first: interrupted before the mark, the version is active and still "filling", and
+    `resume_pending` marks it; the other order left a ready version that nothing switched to.
+    """
     store, tenant = backends.store, staged.tenant
-    mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     previous = set_active(store, tenant, staged.version)
+    mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     log.info("tenant %s: version %s active for %d users (was %s)",
              tenant, staged.version, fill_stats.users, previous)
     keep = {staged.version, previous}
@@ -791,6 +795,11 @@ def resume_pending(backends: Backends, tenant: str, options: FillOptions) -> Pub
         active_created = str((doc or {}).get("created", ""))
     for i, doc in enumerate(pending_versions(store, tenant)):
         version, created = str(doc["id"]), str(doc.get("created", ""))
+        if version == active:  # switched to after its fill, interrupted before the mark
+            log.info("tenant %s: marking the active version %s ready", tenant, version)
+            mark_version(store, tenant, version, READY,
+                         users=int(dict(doc.get("manifest") or {}).get("n_users", 0)))
+            continue
         too_old = datetime.now(UTC) - datetime.fromisoformat(created) > PENDING_MAX_AGE
         manifest = read_manifest(backends.artifacts, tenant, version)
         if i > 0 or too_old or created <= active_created or manifest is None:
