@@ -254,3 +254,31 @@ def test_interrupted_between_the_switch_and_the_ready_mark_the_rerun_marks_it(
     statuses = {d["id"]: version_status(d) for d in version_docs(store, TENANT)}
     assert statuses == {old.version: "ready", new: "ready"}
     assert _answer(runtime, "u0", new)["source"] == "cache"
+
+
+def test_a_version_an_experiment_variant_serves_is_not_expired(runtime: Runtime) -> None:
+    """RECO_EXPERIMENTS pins versions: expired, its variant's users would get cold starts."""
+    import dataclasses
+    import json
+
+    from shared.settings import Settings
+    from training.retrain import pinned_versions
+
+    first = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                           config=CONFIG)
+    assert first.version is not None
+    experiments = json.dumps([{"name": "old-model", "tenants": [TENANT], "variants": [
+        {"name": "old", "share": 0.5, "modelVersion": first.version},
+        {"name": "control", "share": 0.5}]}])
+    pinned = pinned_versions(Settings(RECO_EXPERIMENTS=experiments))  # type: ignore[call-arg]
+    assert pinned == {first.version}
+    config = dataclasses.replace(CONFIG, fill=dataclasses.replace(CONFIG.fill, pinned=pinned))
+    for seed in (1, 2, 3):
+        result = retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                                config=config)
+        assert result.status == "published", result.message
+    statuses = [version_status(d) for d in version_docs(runtime.backends.store, TENANT)]
+    assert statuses == ["ready", EXPIRED, "ready", "ready"]  # first, second, third, fourth
+    user = "u0"
+    assert runtime.backends.store.read(RECOMMENDATIONS, candidates_doc_id(first.version, user),
+                                       user_partition(TENANT, user)) is not None

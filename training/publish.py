@@ -66,7 +66,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class FillOptions:
-    """How a fill writes: chunk size, store concurrency, cache TTL and the retry policy."""
+    """How a fill writes: chunk size, store concurrency, cache TTL and the retry policy; and
+    the versions expiry keeps besides the active and previous ones (experiment variants')."""
 
     chunk_users: int = CHUNK
     store_concurrency: int = 8  # the Cosmos client pools 10 connections by default
@@ -75,6 +76,7 @@ class FillOptions:
     base_backoff_seconds: float = 0.05
     max_backoff_seconds: float = 10.0
     progress_every_seconds: float = 10.0
+    pinned: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -755,11 +757,12 @@ def expire_version(backends: Backends, tenant: str, version: str,
 
 def expire_old_versions(backends: Backends, tenant: str, keep: Iterable[str | None],
                         options: FillOptions | None = None) -> list[str]:
-    """Expires every version but the ones to keep (the active one and its predecessor).
+    """Expires every version but the ones to keep (the active one and its predecessor) and the
+    pinned ones (an experiment variant serving an expired version would serve cold starts).
 
     A failure is logged, not raised: the switch has happened, and the next run tries again.
     """
-    kept = {k for k in keep if k}
+    kept = {k for k in keep if k} | (options or FillOptions()).pinned
     expired: list[str] = []
     for doc in version_docs(backends.store, tenant):
         version = str(doc["id"])

@@ -28,7 +28,7 @@ from shared import lease, telemetry
 from shared.ids import ID_RULE
 from shared.model_registry import ModelVersion
 from shared.runtime import Runtime
-from shared.settings import Settings
+from shared.settings import ConfigurationError, Settings
 from shared.stores.artifacts import ArtifactNotFound
 from shared.stores.factory import Backends
 from training.evaluate import evaluate_lists
@@ -59,6 +59,17 @@ class GateFailed(DataError):
     """The new model did worse than the version it would replace; nothing was published."""
 
 
+def pinned_versions(settings: Settings) -> frozenset[str]:
+    """The model versions experiment variants serve (`RECO_EXPERIMENTS`): expiry keeps them."""
+    from shared.serving.experiments import Experiments
+
+    try:
+        experiments = Experiments.parse(settings.experiments).experiments
+    except ValueError as exc:
+        raise ConfigurationError.of(exc) from None
+    return frozenset(v.model_version for e in experiments for v in e.variants if v.model_version)
+
+
 @dataclass(frozen=True)
 class RetrainConfig:
     window_days: int | None = 180
@@ -81,6 +92,7 @@ class RetrainConfig:
                 chunk_users=settings.fill_chunk_users,
                 store_concurrency=settings.fill_store_concurrency,
                 cache_ttl_seconds=settings.cache_ttl_seconds,
+                pinned=pinned_versions(settings),
             ),
         )
 
