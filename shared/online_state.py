@@ -5,11 +5,12 @@ CONTRACT (implementations: Redis, and an in-process one for the embedded default
 All keys of one tenant share the hash tag `{t:<tenant>}` so that a per-tenant Lua script or
 pipeline stays in one cluster slot.
 
-Writes are exactly-once per event (tenant, user, event id): `apply` marks each event with
-`<tag>:applied:<userId>:<eventId>` (SET NX, with a TTL) and applies that event's updates only
-when the marker was new, inside one Lua script per tenant, all tenants' scripts in one
-pipeline. A batch re-delivered after a partial failure therefore changes nothing it already
-changed.
+Writes are exactly-once per event (tenant, user, event id): `apply` marks each event in the
+user's `<tag>:u:<userId>:applied` sorted set (event id -> when the mark lapses) and applies that
+event's updates only when it was not marked, inside one Lua script per tenant, all tenants'
+scripts in one pipeline. A batch re-delivered after a partial failure therefore changes
+nothing it already changed. The marks are the user's keys like the rest of their state, so
+forgetting the user removes them too.
 """
 
 from __future__ import annotations
@@ -66,16 +67,17 @@ def user_state_keys(tenant: str, user_id: str) -> dict[str, str]:
         "seen": f"{base}:seen",  # set of items viewed/clicked/carted/rated
         "purchased": f"{base}:purchased",  # set
         "disliked": f"{base}:disliked",  # set
+        "applied": applied_key(tenant, user_id),
     }
 
 
-def applied_key(tenant: str, user_id: str, event_id: str) -> str:
-    """The marker saying this event's online updates were applied (exactly-once).
+def applied_key(tenant: str, user_id: str) -> str:
+    """The user's marks of applied events (exactly-once): zset event id -> when it lapses.
 
     An event is (tenant, user, event id), as in the events store, whose document id is the
     event id within the user's partition: two users' events may share an id.
     """
-    return f"{tenant_tag(tenant)}:applied:{user_id}:{event_id}"
+    return f"{tenant_tag(tenant)}:u:{user_id}:applied"
 
 
 def trending_key(tenant: str, category: str, hour: int) -> str:
@@ -212,23 +214,32 @@ class _TrendingReadCache:
                 self._data.popitem(last=False)
 
 
-# One script per tenant and batch. KEYS come in fives per event (marker, recent, user set,
-# trending bucket, category bucket; unused ones repeat the marker so every key is declared and
-# in the tenant's slot); ARGV: marker TTL, recent limit, user TTL, then per event
-# item, timestamp, trending weight, flags (1 recent, 2 user set, 4 trending, 8 category),
-# and the bucket's expiry time.
+# One script per tenant and batch. KEYS come in fives per event (the user's marks, recent,
+# user set, trending bucket, category bucket; unused ones repeat the marks key so every key is
+# declared and in the tenant's slot); ARGV: mark TTL, recent limit, user TTL, now, then per
+# event its id, item, timestamp, trending weight, flags (1 recent, 2 user set, 4 trending,
+# 8 category), and the bucket's expiry time.
 _APPLY_LUA = """
-local marker_ttl = ARGV[1]
+local marker_ttl = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local user_ttl = ARGV[3]
+local now = tonumber(ARGV[4])
 local expired = {}  -- keys whose expiry this script already set
 local applied = 0
-local a = 4
+local a = 5
 for k = 1, #KEYS, 5 do
-  if redis.call('SET', KEYS[k], '1', 'NX', 'EX', marker_ttl) then
+  local marks, event = KEYS[k], ARGV[a]
+  local lapses = redis.call('ZSCORE', marks, event)
+  if not lapses or tonumber(lapses) <= now then
+    redis.call('ZADD', marks, now + marker_ttl, event)
+    if not expired[marks] then  -- once per user and batch: drop lapsed marks, keep the rest
+      redis.call('ZREMRANGEBYSCORE', marks, '-inf', now)
+      redis.call('EXPIRE', marks, marker_ttl)
+      expired[marks] = 1
+    end
     applied = applied + 1
-    local item, ts, w = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-    local flags, exat = tonumber(ARGV[a + 3]), ARGV[a + 4]
+    local item, ts, w = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local flags, exat = tonumber(ARGV[a + 4]), ARGV[a + 5]
     if flags % 2 == 1 then
       local key = KEYS[k + 1]
       if redis.call('ZADD', key, 'GT', ts, item) > 0
@@ -250,7 +261,7 @@ for k = 1, #KEYS, 5 do
       end
     end
   end
-  a = a + 5
+  a = a + 6
 end
 return applied
 """
@@ -283,12 +294,12 @@ class RedisOnlineState:
         tag = tenant_tag(tenant)
         keys: list[str] = []
         args: list[str | int | float] = [cfg.dedupe_ttl_seconds, cfg.recent_limit,
-                                         cfg.user_ttl_seconds]
+                                         cfg.user_ttl_seconds, now]
         oldest_hour = _hour(now) - cfg.trending_window_hours + 1
         window = cfg.trending_window_hours + 1
         for u in updates:
-            marker = applied_key(tenant, u.user_id, u.event_id)
             user = f"{tag}:u:{u.user_id}"
+            marker = f"{user}:applied"  # applied_key
             hour = int(u.timestamp // HOUR)
             trend = u.trend_weight != 0 and hour >= oldest_hour
             flags = (1 if u.recent else 0) | (2 if u.user_set else 0)
@@ -301,7 +312,8 @@ class RedisOnlineState:
                 f"{tag}:tr:{ALL_CATEGORIES}:{hour}" if trend else marker,
                 f"{tag}:tr:{u.category}:{hour}" if trend and u.category else marker,
             )
-            args += (u.item_id, u.timestamp, u.trend_weight, flags, (hour + window) * HOUR)
+            args += (u.event_id, u.item_id, u.timestamp, u.trend_weight, flags,
+                     (hour + window) * HOUR)
         return keys, args
 
     def apply(self, updates: Sequence[OnlineUpdate]) -> int:
@@ -559,9 +571,12 @@ class MemoryOnlineState:
     def forget_user(self, tenant: str, user_id: str) -> int:
         with self._lock:
             user = self._users.pop((tenant, user_id), None)
+            marks = len(self._applied)
+            self._applied = {k: v for k, v in self._applied.items() if k[:2] != (tenant, user_id)}
+            marks -= len(self._applied)
         if user is None:
-            return 0
-        return int(bool(user.recent)) + sum(1 for s in user.sets.values() if s)
+            return int(marks > 0)
+        return int(bool(user.recent)) + sum(1 for s in user.sets.values() if s) + int(marks > 0)
 
     def ping(self) -> bool:
         return True

@@ -159,12 +159,19 @@ def test_marker_and_user_keys_expire(redis_client: redis.Redis) -> None:
         assert 0 < redis_client.ttl(key) <= CONFIG.user_ttl_seconds, key
 
 
-def test_forget_user_removes_their_state(online: OnlineState) -> None:
+def test_forget_user_removes_their_state(online: OnlineState,
+                                         request: pytest.FixtureRequest) -> None:
     online.apply([_u("e1", "a"), _u("e2", "b", kind="purchase"), _u("e3", "c", user="u2")])
-    assert online.forget_user("t1", "u1") == 3  # recent, seen, purchased
+    assert online.forget_user("t1", "u1") == 4  # recent, seen, purchased, applied marks
     assert online.read_user("t1", "u1").recent == []
     assert online.read_user("t1", "u2").recent == ["c"]
     assert online.forget_user("t1", "u1") == 0
+    if isinstance(online, RedisOnlineState):  # nothing named after the user is left
+        client = request.getfixturevalue("redis_client")
+        assert not [k for k in client.scan_iter("os:*") if b":u1:" in k]
+    # the marks went too: the same event, delivered again, applies again
+    assert online.apply([_u("e1", "a")]) == 1
+    assert online.apply([_u("e3", "c", user="u2")]) == 0  # u2's marks stay
 
 
 def test_an_unreachable_redis_raises_backend_error_and_pings_false() -> None:

@@ -33,7 +33,6 @@ from shared.online_state import (
     MemoryOnlineState,
     OnlineConfig,
     RedisOnlineState,
-    applied_key,
     trending_key,
     user_state_keys,
 )
@@ -91,8 +90,9 @@ def raw_redis(client: redis.Redis, events: list[list[FeedbackEvent]], cfg: Onlin
             if u is None:
                 continue
             keys = user_state_keys(u.tenant, u.user_id)
-            marker = applied_key(u.tenant, u.user_id, u.event_id)
-            pipe.set(marker, 1, nx=True, ex=cfg.dedupe_ttl_seconds)
+            pipe.zadd(keys["applied"], {u.event_id: time.time() + cfg.dedupe_ttl_seconds},
+                      nx=True)
+            pipe.expire(keys["applied"], cfg.dedupe_ttl_seconds)
             if u.recent:
                 pipe.zadd(keys["recent"], {u.item_id: u.timestamp}, gt=True)
                 pipe.zremrangebyrank(keys["recent"], 0, -(cfg.recent_limit + 1))
