@@ -245,3 +245,39 @@ def test_deleting_a_user_removes_everything_stored_about_them(catalogue) -> None
     assert client.get("/api/recommendations/u1").json()["source"] == "cold_start"
     # deleting again is fine and removes nothing
     assert set(client.delete("/api/users/u1").json()["removed"].values()) == {0}
+
+
+def test_a_deletion_retried_on_another_instance_still_removes_the_cache_keys(
+    catalogue, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first attempt fails after deleting the candidate documents; the retry lands on an
+    instance that never served the tenant: the versions come from the tenant's records."""
+    from shared.runtime import Runtime
+    from shared.stores.errors import BackendError
+    from shared.stores.factory import build_backends
+    from tests.helpers import runtime_on
+
+    runtime, version = catalogue
+    client_for(runtime).post("/api/events", json=_events("u1", ("i00", "view")))
+    key = candidates_cache_key("default", version, "u1")
+    cache = runtime.backends.cache.client
+    assert cache.exists(key)
+
+    def fresh_instance() -> Runtime:
+        return runtime_on(runtime.settings, build_backends(runtime.settings))
+
+    first = fresh_instance()
+    real_delete = first.backends.store.delete
+
+    def failing_on_events(container: str, doc_id: str, pk: str) -> bool:
+        if container == "events":
+            raise BackendError("cosmos delete failed: 503")
+        return real_delete(container, doc_id, pk)
+
+    monkeypatch.setattr(first.backends.store, "delete", failing_on_events)
+    assert client_for(first).delete("/api/users/u1").status_code == 503
+    assert runtime.backends.store.query_partition("recommendations", "default|u1") == []
+
+    retry = client_for(fresh_instance()).delete("/api/users/u1")
+    assert retry.status_code == 200 and retry.json()["removed"]["cacheKeys"] == 1
+    assert not cache.exists(key)

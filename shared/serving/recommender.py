@@ -28,7 +28,7 @@ import orjson
 from shared import telemetry
 from shared.feedback.process import DEADLETTERS
 from shared.keys import candidates_cache_key, candidates_doc_id, user_partition
-from shared.model_registry import ActiveModels, ModelVersion
+from shared.model_registry import MODELS, ActiveModels, ModelVersion
 from shared.online_state import OnlineState, RankingState, UserState
 from shared.serving.experiments import Experiments
 from shared.serving.model_data import Candidates, ModelCache, VersionData
@@ -645,6 +645,9 @@ class Recommender:
         def query(container: str) -> list[dict[str, Any]]:
             return store.call(lambda: self._b.store.query_partition(container, pk), self._retry)
 
+        def query_models(tenant: str) -> list[dict[str, Any]]:
+            return store.call(lambda: self._b.store.query_partition(MODELS, tenant), self._retry)
+
         def delete(container: str, doc_id: str, partition: str = pk) -> bool:
             return store.call(lambda: self._b.store.delete(container, doc_id, partition))
 
@@ -661,6 +664,10 @@ class Recommender:
             for doc in store.call(lambda: list(self._b.store.scan(DEADLETTERS, owner))):
                 if delete(DEADLETTERS, str(doc["id"]), str(doc["pk"])):
                     removed["deadLetters"] += 1
+            # Every version the tenant has published: after a failed first attempt (which
+            # deleted the documents above) this process may never have served the tenant.
+            versions |= {str(d["id"]) for d in query_models(tenant)
+                         if d.get("kind") == "version"}
             versions |= self._known_versions(tenant)
             keys = [candidates_cache_key(tenant, v, user_id) for v in sorted(versions)]
             removed["cacheKeys"] = int(cache.call(lambda: self._b.cache.delete(keys)))
