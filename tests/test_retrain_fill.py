@@ -282,3 +282,28 @@ def test_a_version_an_experiment_variant_serves_is_not_expired(runtime: Runtime)
     user = "u0"
     assert runtime.backends.store.read(RECOMMENDATIONS, candidates_doc_id(first.version, user),
                                        user_partition(TENANT, user)) is not None
+
+
+def test_a_run_given_data_trains_it_after_finishing_an_interrupted_publish(
+    runtime: Runtime
+) -> None:
+    """The CLI and the Databricks job pass the data to train: finishing the interrupted
+    publish first must not stand in for training it."""
+    old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                         config=CONFIG)
+    _proxy(runtime, fail_after=CHUNK + 1)
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+    store = runtime.backends.store
+    (pending,) = [d["id"] for d in version_docs(store, TENANT) if version_status(d) == FILLING]
+    _proxy(runtime)
+
+    given = clustered(seed=2, n_users=30)
+    result = retrain_tenant(runtime, TENANT, given, trainer=ease_trainer(), config=CONFIG)
+
+    assert result.status == "published", result.message
+    assert result.version not in (old.version, pending) and result.previous == pending
+    assert active_version_id(store, TENANT) == result.version
+    assert result.version is not None
+    published = load_model(runtime.backends.artifacts, TENANT, result.version)
+    assert sorted(published.user_ids.tolist()) == sorted(given.user_ids.tolist())

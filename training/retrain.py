@@ -473,7 +473,7 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
             resumed = resume_pending(runtime.backends, tenant, cfg.fill)
             if resumed is not None:
                 stats = resumed.fill
-                return RetrainResult(
+                finished = RetrainResult(
                     tenant, "resumed",
                     f"tenant '{tenant}': finished the interrupted publish of version "
                     f"{resumed.version.version} ({stats.chunks_skipped} of {stats.chunks} chunks "
@@ -481,6 +481,9 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
                     version=resumed.version.version, previous=resumed.previous, fill=stats,
                     expired=resumed.expired, published=resumed.version,
                 )
+                if data is None:  # the timer: the next run trains on the events
+                    return finished
+                log.info("%s; now training the data given", finished.message)
             if data is None and max_rows is not None:
                 handed = _maybe_hand_off(runtime, tenant, max_rows, estimate_only=True)
                 if handed is not None:
