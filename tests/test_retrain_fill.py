@@ -15,7 +15,12 @@ import pytest
 import redis
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from shared.keys import candidates_doc_id, user_partition, version_cache_prefix
+from shared.keys import (
+    candidates_cache_key,
+    candidates_doc_id,
+    user_partition,
+    version_cache_prefix,
+)
 from shared.model_registry import MODELS, active_version_id
 from shared.runtime import Runtime
 from shared.serving.recommender import RECOMMENDATIONS
@@ -307,3 +312,60 @@ def test_a_run_given_data_trains_it_after_finishing_an_interrupted_publish(
     assert result.version is not None
     published = load_model(runtime.backends.artifacts, TENANT, result.version)
     assert sorted(published.user_ids.tolist()) == sorted(given.user_ids.tolist())
+
+
+def test_a_user_deleted_during_an_interrupted_publish_is_not_brought_back_by_its_resume(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                         config=CONFIG)
+    _proxy(runtime, fail_after=CHUNK + 1)
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+    store = runtime.backends.store
+    (pending,) = [str(d["id"]) for d in version_docs(store, TENANT)
+                  if version_status(d) == FILLING]
+    users = [str(u) for u in load_model(runtime.backends.artifacts, TENANT,
+                                        pending).user_ids.tolist()]
+    gone = users[-1]  # in a chunk the killed fill had not written
+    _proxy(runtime)
+    deleted = client_for(runtime).delete(f"/api/users/{gone}?tenant={TENANT}")
+    assert deleted.status_code == 200, deleted.text
+
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+
+    assert rerun.status == "resumed" and rerun.version == pending, rerun.message
+    assert rerun.fill is not None and rerun.fill.skipped_deleted == 1
+    assert store.query_partition(RECOMMENDATIONS, user_partition(TENANT, gone)) == []
+    assert not redis_client.exists(candidates_cache_key(TENANT, pending, gone))
+    assert store.read(RECOMMENDATIONS, candidates_doc_id(pending, users[-2]),
+                      user_partition(TENANT, users[-2])) is not None  # the others are there
+    assert old.version != pending
+
+
+def test_training_drops_a_deleted_users_rows_from_before_the_deletion_only(
+    runtime: Runtime
+) -> None:
+    """Capture files and exports still hold a deleted user's events; a user who comes back
+    later is a new user whose new events count."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from shared import forgotten
+    from training.interactions import Interactions
+    from training.retrain import without_deleted_users
+
+    forgotten.record(runtime.backends.store, TENANT, "u1", at=datetime.fromtimestamp(1_000, UTC))
+    data = Interactions.from_columns(
+        np.array(["u1", "u1", "u2", "u1"]), np.array(["a", "b", "a", "c"]),
+        np.ones(4, np.float32), np.array([500, 1_000, 700, 2_000]), source="test",
+    )
+    records = forgotten.forgotten(runtime.backends.store, TENANT)
+    kept, dropped = without_deleted_users(data, TENANT, records)
+    assert dropped == 2
+    rows = sorted(zip(kept.user_ids[kept.users].tolist(), kept.item_ids[kept.items].tolist(),
+                      strict=True))
+    assert rows == [("u1", "c"), ("u2", "a")]
+    assert without_deleted_users(data, "another-tenant", records)[1] == 0
+

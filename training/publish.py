@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from shared import forgotten
 from shared.keys import (
     ACTIVE_DOC_ID,
     candidates_cache_key,
@@ -89,6 +90,7 @@ class FillStats:
     chunks_skipped: int = 0
     store_retries: int = 0
     seconds: float = 0.0
+    skipped_deleted: int = 0  # users deleted on request after the version was staged
 
 
 @dataclass
@@ -597,6 +599,18 @@ def _chunk_keys(model: TrainedModel, lo: int, hi: int, tenant: str,
     return users, [candidates_cache_key(tenant, version, u) for u in users]
 
 
+def _deletions_as_of(store: DocumentStore, tenant: str, version: str) -> float:
+    """When the version's training applied deletions on request (its staging time if it does
+    not say; now if it has no record): users deleted since are not written."""
+    doc = store.read(MODELS, version, tenant)
+    if doc is None:
+        return time.time()
+    as_of = dict(doc.get("manifest") or {}).get("deletions_as_of")
+    if isinstance(as_of, int | float):
+        return float(as_of)
+    return datetime.fromisoformat(str(doc["created"])).timestamp()
+
+
 def fill(backends: Backends, model: TrainedModel, tenant: str, version: str,
          cache_ttl_seconds: int | None = None, options: FillOptions | None = None) -> FillStats:
     """Writes every user's candidates to the store and the cache, resuming from a checkpoint."""
@@ -611,12 +625,20 @@ def fill(backends: Backends, model: TrainedModel, tenant: str, version: str,
         log.info("tenant %s version %s: resuming fill at chunk %d of %d",
                  tenant, version, start + 1, total)
     encoder = CandidateEncoder(model)
+    since = _deletions_as_of(store, tenant, version)
+    deleted = forgotten.forgotten(store, tenant)  # users deleted since its data was read
     t0 = last_log = time.perf_counter()
     with StoreWriter(store, o) as writer, CacheWriter(backends.cache, ttl) as cache:
         for chunk in range(start, total):
             lo, hi = chunk * o.chunk_users, min(n_users, (chunk + 1) * o.chunk_users)
             users, keys = _chunk_keys(model, lo, hi, tenant, version)
             payloads, cached = encoder.encode_both(lo, hi)
+            gone = forgotten.deleted_since(tenant, users, since, deleted)
+            if gone:
+                kept = [n for n, u in enumerate(users) if u not in gone]
+                stats.skipped_deleted += len(users) - len(kept)
+                users, keys = [users[n] for n in kept], [keys[n] for n in kept]
+                payloads, cached = [payloads[n] for n in kept], [cached[n] for n in kept]
             docs = [
                 {
                     "id": candidates_doc_id(version, u),

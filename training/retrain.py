@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shared import lease, telemetry
+from shared import forgotten, lease, telemetry
 from shared.ids import ID_RULE
 from shared.model_registry import ModelVersion
 from shared.runtime import Runtime
@@ -134,6 +134,21 @@ def compact(data: Interactions) -> Interactions:
         data.user_ids[data.users], data.item_ids[data.items], data.weights, data.timestamps,
         source=data.source,
     )
+
+
+def without_deleted_users(data: Interactions, tenant: str, records: dict[str, float]
+                          ) -> tuple[Interactions, int]:
+    """Drops the rows of users deleted on request that were logged before their deletion
+    (`shared/forgotten.py`: Capture files and exports outlive it); returns how many went."""
+    if not records or not len(data):
+        return data, 0
+    at = np.array([records.get(forgotten.user_digest(tenant, str(u)), -math.inf)
+                   for u in data.user_ids.tolist()], dtype=np.float64)
+    drop = data.timestamps <= at[data.users]
+    if not drop.any():
+        return data, 0
+    log.info("tenant %s: dropped %d rows of users deleted on request", tenant, int(drop.sum()))
+    return data.subset(~drop), int(drop.sum())
 
 
 def prepare(data: Interactions, window_days: int | None, now: float | None = None
@@ -387,7 +402,11 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
             return train_default(d, cfg.n_candidates, cfg.tuning_seconds)
 
     t0 = time.perf_counter()
+    as_of = time.time()  # deletions up to now are applied here; the fill skips later ones
+    data, deleted_rows = without_deleted_users(data, tenant,
+                                               forgotten.forgotten(backends.store, tenant))
     data, prep = prepare(data, cfg.window_days)
+    prep["deleted_user_rows"] = deleted_rows
     train, test = temporal_split(data, cfg.holdout_fraction)
     gate_model = trainer(train)  # train keeps the holdout's codes: evaluation maps by id anyway
     active = _active_model(backends, tenant)
@@ -411,7 +430,7 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
     model = trainer(data) if cfg.refit_on_all else gate_model
     model.metrics = {f"holdout_{k}": v for k, v in gate.candidate_metrics.items()}
     extra = {"gate": {k: v for k, v in gate.__dict__.items() if not k.endswith("metrics")},
-             "data": prep, "data_end": int(data.timestamps.max()),
+             "data": prep, "data_end": int(data.timestamps.max()), "deletions_as_of": as_of,
              "train_seconds": round(time.perf_counter() - t0, 3)}
     model.extra_files.setdefault("evaluation.json", json.dumps(evaluation, default=str).encode())
     staged = stage(backends, model, tenant, rows_of(data), manifest_extra=extra)

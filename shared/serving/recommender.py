@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from shared import telemetry
+from shared import forgotten, telemetry
 from shared.feedback.process import DEADLETTERS
 from shared.keys import candidates_cache_key, candidates_doc_id, user_partition
 from shared.model_registry import MODELS, ActiveModels, ModelVersion
@@ -635,8 +635,9 @@ class Recommender:
 
     def forget_user(self, tenant: str, user_id: str) -> dict[str, int]:
         """Deletes the user's candidate documents (every version), events, dead letters whose
-        body named them, cache keys and online state; raises BackendError naming what was
-        already removed if a backend fails.
+        body named them, cache keys and online state, and records the deletion so that no fill
+        or training run brings them back; raises BackendError naming what was already removed
+        if a backend fails.
         """
         removed = {"recommendations": 0, "events": 0, "deadLetters": 0, "cacheKeys": 0,
                    "onlineState": 0}
@@ -652,6 +653,9 @@ class Recommender:
             return store.call(lambda: self._b.store.delete(container, doc_id, partition))
 
         try:
+            # First, so that even a partial deletion is never undone by a later fill or
+            # training run (shared/forgotten.py)
+            store.call(lambda: forgotten.record(self._b.store, tenant, user_id))
             versions: set[str] = set()
             for container in (RECOMMENDATIONS, EVENTS):
                 for doc in query(container):
