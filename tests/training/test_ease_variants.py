@@ -73,14 +73,14 @@ def test_a_blend_hands_its_members_the_interactions() -> None:
 def test_the_selector_adds_the_variants_only_when_the_data_and_memory_allow() -> None:
     als = ("als",) if has_implicit() else ()
     assert choose(1_682, weighted=True, timed=True).members == (
-        "ease", *als, "ease_centred", "ease_session")
-    assert choose(1_682, weighted=False, timed=True).members == ("ease", *als, "ease_session")
-    assert choose(1_682).members == ("ease", *als)
+        "ease", *als, "low_pass", "ease_centred", "ease_session")
+    assert choose(1_682, weighted=False, timed=True).members == (
+        "ease", *als, "low_pass", "ease_session")
+    assert choose(1_682).members == ("ease", *als, "low_pass")
     one_extra = 2 * (memory_bytes(1_682) + 2 * 4 * 1_682**2)  # room for EASE and one variant
     assert choose(1_682, one_extra, weighted=True, timed=True).members == (
-        "ease", *als, "ease_centred")
-    assert choose(17_000, weighted=True, timed=True).members[0] == "item_knn"
-    assert len(choose(17_000, weighted=True, timed=True).members) == 1 + len(als)
+        "ease", *als, "low_pass", "ease_centred")
+    assert choose(17_000, weighted=True, timed=True).members == ("item_knn", *als)
 
 
 def test_only_columns_that_vary_count_as_weights_or_times() -> None:

@@ -11,6 +11,7 @@ from training.generators.base import CandidateGenerator
 from training.generators.ease import EASE
 from training.generators.ensemble import Blend
 from training.generators.item_knn import ItemKNN
+from training.generators.low_pass import LowPass
 from training.generators.popularity import Popularity
 from training.generators.selector import choose
 
@@ -31,6 +32,7 @@ def generators() -> list[CandidateGenerator]:
         ItemKNN(neighbours=5, shrink=0.0),
         EASE(reg=1.0),
         ALS(factors=4, regularization=0.01, alpha=5.0, iterations=10),
+        LowPass(factors=2),
         Blend([EASE(reg=1.0), ItemKNN(5, 0.0)], [1.0, 0.5]),
     ]
 
@@ -45,7 +47,7 @@ def test_recommends_unseen_items_with_shapes(gen: CandidateGenerator) -> None:
         assert np.all(np.diff(scores[u][row >= 0]) <= 1e-6)  # best first
 
 
-@pytest.mark.parametrize("gen", generators()[1:3], ids=lambda g: g.name)
+@pytest.mark.parametrize("gen", [*generators()[1:3], LowPass(factors=2)], ids=lambda g: g.name)
 def test_models_learn_the_taste_groups(gen: CandidateGenerator) -> None:
     gen.fit(TRAIN)
     items, _ = gen.recommend(np.array([0, 4]), 1)
@@ -62,7 +64,7 @@ def test_respects_explicit_exclude_and_pads(gen: CandidateGenerator) -> None:
     assert items[0].tolist() == [5, -1, -1, -1]
 
 
-@pytest.mark.parametrize("gen", generators()[1:4], ids=lambda g: g.name)
+@pytest.mark.parametrize("gen", generators()[1:5], ids=lambda g: g.name)
 def test_similar_items_exclude_the_item_itself(gen: CandidateGenerator) -> None:
     gen.fit(TRAIN)
     items, _ = gen.similar_items(np.array([0, 4]), 3)
@@ -89,3 +91,26 @@ def test_ease_user_weight_is_plain_ease_for_equal_users_and_learns_groups() -> N
     skewed.fit(TRAIN)
     items, _ = skewed.recommend(np.array([0, 4]), 1)
     assert items[0, 0] == 3 and items[1, 0] == 7
+
+
+def test_low_pass_scores_are_the_gf_cf_ideal_low_pass_filter() -> None:
+    """r_u D_I^-1/2 V V' D_I^1/2, V the top right singular vectors of D_U^-1/2 R D_I^-1/2."""
+    rng = np.random.default_rng(3)
+    r = (rng.random((30, 20)) < 0.3).astype(np.float64)
+    r[0] = 0  # a user without interactions, and an item without any
+    r[:, 5] = 0
+    gen = LowPass(factors=4)
+    gen.fit(sparse.csr_matrix(r))
+    du, di = r.sum(axis=1), r.sum(axis=0)
+    inv = lambda d: np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0.0)  # noqa: E731
+    _, _, vt = np.linalg.svd(inv(du)[:, None] * r * inv(di)[None, :])
+    v = vt[:4].T
+    expected = r @ (inv(di)[:, None] * v) @ (v.T * np.sqrt(di)[None, :])
+    np.testing.assert_allclose(gen.scores(np.arange(30)), expected, atol=1e-5)
+    assert not gen.scores(np.array([0])).any()
+
+
+def test_low_pass_on_a_catalogue_too_small_for_a_spectrum_scores_nothing() -> None:
+    gen = LowPass(factors=64)
+    gen.fit(sparse.csr_matrix(np.ones((1, 3), np.float32)))
+    assert gen.scores(np.array([0])).shape == (1, 3) and not gen.scores(np.array([0])).any()
