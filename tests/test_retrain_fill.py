@@ -369,3 +369,28 @@ def test_training_drops_a_deleted_users_rows_from_before_the_deletion_only(
     assert rows == [("u1", "c"), ("u2", "a")]
     assert without_deleted_users(data, "another-tenant", records)[1] == 0
 
+
+
+def test_an_expiry_that_failed_is_retried_by_the_next_run_even_one_without_data(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.publish as publish
+
+    versions = [retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                               config=CONFIG).version for seed in (0, 1)]
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise BackendError("cosmos unavailable")
+
+    monkeypatch.setattr(publish, "expire_version", unavailable)
+    third = retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=ease_trainer(),
+                           config=CONFIG)
+    assert third.status == "published" and third.expired == []  # logged, not raised
+    monkeypatch.undo()
+    store = runtime.backends.store
+    assert version_status(store.read(MODELS, str(versions[0]), TENANT) or {}) == "ready"
+
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+
+    assert rerun.status == "no_data", rerun.message
+    assert version_status(store.read(MODELS, str(versions[0]), TENANT) or {}) == EXPIRED

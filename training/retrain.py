@@ -40,6 +40,7 @@ from training.publish import (
     FillStats,
     activate,
     active_pointer,
+    expire_old_versions,
     fill,
     load_model,
     read_manifest,
@@ -476,6 +477,14 @@ def load_interactions(runtime: Runtime, tenant: str, source: Path | None = None,
     return read_csv(source / "u.data" if source.is_dir() else source)
 
 
+def _expire_left_over(backends: Backends, tenant: str, options: FillOptions) -> None:
+    """Retries the expiry a publish could not finish, whatever this run goes on to do."""
+    pointer = active_pointer(backends.store, tenant)
+    if pointer is not None:
+        keep = {str(pointer["version"]), pointer.get("previous")}
+        expire_old_versions(backends, tenant, keep=keep, options=options)
+
+
 def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = None,
                    trainer: Trainer | None = None, config: RetrainConfig | None = None,
                    max_rows: int | None = None) -> RetrainResult:
@@ -503,6 +512,8 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
                 if data is None:  # the timer: the next run trains on the events
                     return finished
                 log.info("%s; now training the data given", finished.message)
+            else:
+                _expire_left_over(runtime.backends, tenant, cfg.fill)
             if data is None and max_rows is not None:
                 handed = _maybe_hand_off(runtime, tenant, max_rows, estimate_only=True)
                 if handed is not None:
