@@ -275,7 +275,7 @@ def test_a_version_an_experiment_variant_serves_is_not_expired(runtime: Runtime)
     experiments = json.dumps([{"name": "old-model", "tenants": [TENANT], "variants": [
         {"name": "old", "share": 0.5, "modelVersion": first.version},
         {"name": "control", "share": 0.5}]}])
-    pinned = pinned_versions(Settings(RECO_EXPERIMENTS=experiments))  # type: ignore[call-arg]
+    pinned = pinned_versions(Settings(RECO_EXPERIMENTS=experiments))
     assert pinned == {first.version}
     config = dataclasses.replace(CONFIG, fill=dataclasses.replace(CONFIG.fill, pinned=pinned))
     for seed in (1, 2, 3):
