@@ -7,8 +7,9 @@ Cosmos DB make atomic:
   holder's token: only one contender can create it, so only one takes the lease over;
 - a holder releases it by deleting the document only while it still carries its token.
 
-The lease lasts `ttl_seconds` (longer than the longest run: the Functions timeout or the
-Databricks job timeout); a crashed holder blocks new runs until then, never longer.
+The lease lasts `ttl_seconds` and `held()` renews it every third of that while the block runs
+(a conditional replace on the holder's token), so a run may take longer than the lease; a
+crashed holder stops renewing and blocks new runs for at most `ttl_seconds`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,6 +102,45 @@ def holder_of(store: DocumentStore, name: str, partition: str) -> dict[str, str]
     return {"holder": str(current["holder"]), "expires": str(current["expires"])}
 
 
+def renew(store: DocumentStore, lease: Lease, ttl_seconds: int) -> bool:
+    """Pushes the expiry `ttl_seconds` ahead while the lease is still ours (same token); False
+    once it was taken over or deleted (the caller no longer holds it)."""
+    current = store.read(LEASES, _doc_id(lease.name), lease.partition)
+    if current is None or current.get("token") != lease.token:
+        return False
+    expires = (_now() + timedelta(seconds=ttl_seconds)).isoformat()
+    return store.replace_if(LEASES, {**current, "expires": expires}, {"token": lease.token})
+
+
+class _Renewal:
+    """A daemon thread that renews the lease until stopped; logs an error if it is lost."""
+
+    def __init__(self, store: DocumentStore, lease: Lease, ttl_seconds: int) -> None:
+        self._store, self._lease, self._ttl = store, lease, ttl_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"lease-{lease.partition}-{lease.name}")
+
+    def __enter__(self) -> _Renewal:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        lease = self._lease
+        while not self._stop.wait(max(self._ttl / 3, 1.0)):
+            try:
+                if not renew(self._store, lease, self._ttl):
+                    log.error("lease %s/%s was lost (taken over after expiring); another run "
+                              "may overlap this one", lease.partition, lease.name)
+                    return
+            except Exception as exc:  # a store hiccup: the next beat tries again
+                log.warning("could not renew lease %s/%s: %s", lease.partition, lease.name, exc)
+
+
 def release(store: DocumentStore, lease: Lease) -> bool:
     """Deletes the lease document if it is still ours: the token check and the delete are one
     conditional step, so a holder whose lease expired and was taken over meanwhile can never
@@ -116,7 +157,8 @@ def held(store: DocumentStore, name: str, partition: str, ttl_seconds: int) -> I
         detail = f"held by {who['holder']} until {who['expires']}" if who else "just taken"
         raise LeaseHeld(f"lease '{name}' for '{partition}' is {detail}")
     try:
-        yield lease
+        with _Renewal(store, lease, ttl_seconds):
+            yield lease
     finally:
         try:
             release(store, lease)

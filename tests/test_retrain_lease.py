@@ -7,6 +7,7 @@ Functions handler calls) runs twice at once, the first held inside training.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -109,3 +110,29 @@ def test_an_expired_lease_is_taken_over_by_exactly_one_contender(runtime: Runtim
     assert not lease.release(store, crashed)  # the crashed holder cannot release it any more
     assert lease.release(store, winners[0])
     assert lease.holder_of(store, "retrain", TENANT) is None
+
+
+def test_a_run_longer_than_the_lease_keeps_it(runtime: Runtime) -> None:
+    """The holder renews while the block runs: nobody takes over a live run's lease."""
+    store = runtime.backends.store
+    with lease.held(store, "retrain", TENANT, ttl_seconds=2) as mine:
+        time.sleep(4.5)  # more than twice the lease
+        assert lease.try_acquire(store, "retrain", TENANT, ttl_seconds=2) is None
+        holder = lease.holder_of(store, "retrain", TENANT)
+        assert holder is not None and holder["holder"] == mine.holder
+    assert lease.holder_of(store, "retrain", TENANT) is None  # released at the end
+
+
+def test_renewal_fails_once_the_lease_was_taken_over(runtime: Runtime) -> None:
+    store = runtime.backends.store
+    crashed = lease.try_acquire(store, "retrain", TENANT, ttl_seconds=30, holder="crashed")
+    assert crashed is not None and lease.renew(store, crashed, 30)
+    doc = store.read(lease.LEASES, "lease|retrain", TENANT)
+    assert doc is not None
+    store.upsert(lease.LEASES, {**doc, "expires": (datetime.now(UTC)
+                                                   - timedelta(seconds=1)).isoformat()})
+    successor = lease.try_acquire(store, "retrain", TENANT, ttl_seconds=30, holder="next")
+    assert successor is not None
+    assert not lease.renew(store, crashed, 30)  # the old holder cannot extend the new lease
+    holder = lease.holder_of(store, "retrain", TENANT)
+    assert holder is not None and holder["holder"] == "next"

@@ -81,6 +81,45 @@ def test_store_delete_if_deletes_only_a_document_that_still_matches(
         store.delete_if("models", "lease|x", "t", {"token') OR (1": "x"})
 
 
+def test_store_replace_if_writes_only_over_a_document_that_still_matches(
+    store: DocumentStore,
+) -> None:
+    store.upsert("models", {"id": "lease|x", "pk": "t", "token": "mine", "n": 1})
+    assert not store.replace_if("models", {"id": "lease|x", "pk": "t", "token": "theirs",
+                                           "n": 2}, {"token": "theirs"})
+    assert store.read("models", "lease|x", "t") == {"id": "lease|x", "pk": "t",
+                                                   "token": "mine", "n": 1}
+    assert store.replace_if("models", {"id": "lease|x", "pk": "t", "token": "mine", "n": 3},
+                            {"token": "mine"})
+    assert store.read("models", "lease|x", "t") == {"id": "lease|x", "pk": "t",
+                                                   "token": "mine", "n": 3}
+    assert not store.replace_if("models", {"id": "gone", "pk": "t", "token": "mine"},
+                                {"token": "mine"})  # never creates
+    assert store.read("models", "gone", "t") is None
+
+
+def test_cosmos_replace_if_loses_to_a_write_after_its_read(cosmos_endpoint: str) -> None:
+    cosmos_store = fresh_cosmos_store(cosmos_endpoint)
+    assert isinstance(cosmos_store, CosmosStore)
+    cosmos_store.upsert("models", {"id": "lease|z", "pk": "t", "token": "mine", "n": 1})
+    container = cosmos_store._container("models")
+    real_read = container.read_item
+
+    def read_then_someone_writes(*args: Any, **kwargs: Any) -> Any:
+        doc = real_read(*args, **kwargs)
+        cosmos_store.upsert("models", {"id": "lease|z", "pk": "t", "token": "theirs", "n": 2})
+        return doc
+
+    container.read_item = read_then_someone_writes
+    try:
+        assert not cosmos_store.replace_if(
+            "models", {"id": "lease|z", "pk": "t", "token": "mine", "n": 3}, {"token": "mine"})
+    finally:
+        del container.read_item
+    kept = cosmos_store.read("models", "lease|z", "t")
+    assert kept is not None and kept["token"] == "theirs"
+
+
 def test_cosmos_delete_if_loses_to_a_write_after_its_read(cosmos_endpoint: str) -> None:
     """The race the condition exists for: someone rewrites the document (same token, new
     etag) between delete_if's read and its delete; Cosmos refuses the delete (412)."""

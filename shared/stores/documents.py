@@ -42,6 +42,10 @@ class DocumentStore(Protocol):
         """Deletes the document only while its top-level fields equal `expected`, atomically
         (a writer that replaces it in between wins); False when missing or different."""
         ...
+    def replace_if(self, container: str, doc: Document, expected: Mapping[str, str]) -> bool:
+        """Replaces the document only while its top-level fields equal `expected`, atomically;
+        False when missing or different (nothing written)."""
+        ...
     def query_partition(self, container: str, partition_key: str) -> list[Document]: ...
     def scan(self, container: str, where: Mapping[str, str] | None = None
              ) -> Iterator[Document]:
@@ -162,6 +166,15 @@ class SqliteStore:
         with self._lock:  # one statement: the check and the delete are one step
             cur = self._db.execute(sql, [partition_key, item_id,
                                          *(str(v) for v in expected.values())])
+        return cur.rowcount == 1
+
+    def replace_if(self, container: str, doc: Document, expected: Mapping[str, str]) -> bool:
+        fields = _filter_fields(expected)
+        ((pk, item_id, body),) = _rows([doc])
+        sql = f"UPDATE {self._table(container)} SET body=? WHERE pk=? AND id=?"
+        sql += "".join(f" AND json_extract(body, '$.{f}') = ?" for f in fields)
+        with self._lock:  # one statement: the check and the write are one step
+            cur = self._db.execute(sql, [body, pk, item_id, *(str(v) for v in expected.values())])
         return cur.rowcount == 1
 
     def query_partition(self, container: str, partition_key: str) -> list[Document]:
@@ -318,6 +331,29 @@ class CosmosStore:
             raise BackendError(f"cosmos delete failed: {exc.status_code} {exc.reason}") from exc
         except Exception as exc:  # transport errors, timeouts
             raise BackendError(f"cosmos delete failed: {exc}") from exc
+
+    def replace_if(self, container: str, doc: Document, expected: Mapping[str, str]) -> bool:
+        """Read, compare, then replace on the read's etag (412 if anyone wrote in between)."""
+        from azure.core import MatchConditions
+        from azure.cosmos import exceptions
+
+        _filter_fields(expected)
+        item_id, pk = _check(doc)
+        c = self._container(container)
+        current = self._read_raw(c, item_id, pk)
+        if current is None or any(str(current.get(f)) != str(v) for f, v in expected.items()):
+            return False
+        try:
+            c.replace_item(item_id, doc, timeout=self._timeout,
+                           etag=current["_etag"], match_condition=MatchConditions.IfNotModified)
+            return True
+        except (exceptions.CosmosResourceNotFoundError,
+                exceptions.CosmosAccessConditionFailedError):
+            return False  # deleted or rewritten since the read
+        except exceptions.CosmosHttpResponseError as exc:
+            raise BackendError(f"cosmos replace failed: {exc.status_code} {exc.reason}") from exc
+        except Exception as exc:  # transport errors, timeouts
+            raise BackendError(f"cosmos replace failed: {exc}") from exc
 
     def query_partition(self, container: str, partition_key: str) -> list[Document]:
         try:
