@@ -11,6 +11,11 @@ event's updates only when it was not marked, inside one Lua script per tenant, a
 scripts in one pipeline. A batch re-delivered after a partial failure therefore changes
 nothing it already changed. The marks are the user's keys like the rest of their state, so
 forgetting the user removes them too.
+
+A deleted user is remembered for FORGOTTEN_MARK_SECONDS (`<tag>:u:<userId>:forgotten`, the
+deletion time): feedback sent before the deletion but processed after it, and a cache
+write-back racing it, check the mark and keep nothing (`shared/feedback/process.py`,
+`shared/serving/recommender.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from shared.stores.cache import AsyncRedis, redis_error
 from shared.stores.errors import BackendError
 
 RECENT_LIMIT = 50  # recent items kept per user
+# How long a deletion is remembered: Event Hubs keeps events for at most 7 days (Standard), so
+# no event sent before the deletion can be delivered after the mark lapses.
+FORGOTTEN_MARK_SECONDS = 7 * 86400
 ALL_CATEGORIES = "_all"  # the trending bucket every event counts in
 HOUR = 3600
 
@@ -78,6 +86,12 @@ def applied_key(tenant: str, user_id: str) -> str:
     event id within the user's partition: two users' events may share an id.
     """
     return f"{tenant_tag(tenant)}:u:{user_id}:applied"
+
+
+def forgotten_key(tenant: str, user_id: str) -> str:
+    """When the user was deleted (epoch seconds); outlives `forget_user`, which never removes
+    it: it is what stops in-flight writes from bringing the user back."""
+    return f"{tenant_tag(tenant)}:u:{user_id}:forgotten"
 
 
 def trending_key(tenant: str, category: str, hour: int) -> str:
@@ -173,7 +187,18 @@ class OnlineState(Protocol):
     ) -> list[tuple[str, float]]: ...
 
     def forget_user(self, tenant: str, user_id: str) -> int:
-        """Deletes the user's online state; returns how many keys/entries were removed."""
+        """Deletes the user's online state (not the forgotten mark); returns how many
+        keys/entries were removed."""
+        ...
+
+    def mark_forgotten(self, tenant: str, user_id: str, at: float) -> None:
+        """Remembers for FORGOTTEN_MARK_SECONDS that the user was deleted at `at`."""
+        ...
+
+    def forgotten_marks(
+        self, users: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]:
+        """When each (tenant, user) that was deleted recently was deleted; one round trip."""
         ...
 
     def ping(self) -> bool: ...
@@ -446,6 +471,27 @@ class RedisOnlineState:
         except redis.RedisError as exc:
             raise BackendError(f"redis delete failed: {exc}") from exc
 
+    def mark_forgotten(self, tenant: str, user_id: str, at: float) -> None:
+        try:
+            self.client.set(forgotten_key(tenant, user_id), repr(at), ex=FORGOTTEN_MARK_SECONDS)
+        except redis.RedisError as exc:
+            raise BackendError(f"redis write failed: {exc}") from exc
+
+    def forgotten_marks(
+        self, users: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]:
+        unique = list(dict.fromkeys(users))
+        if not unique:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, user_id in unique:
+            pipe.get(forgotten_key(tenant, user_id))
+        try:
+            values = pipe.execute()
+        except redis.RedisError as exc:
+            raise BackendError(f"redis read failed: {exc}") from exc
+        return {pair: float(v) for pair, v in zip(unique, values, strict=True) if v is not None}
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
@@ -474,6 +520,7 @@ class MemoryOnlineState:
         self._lock = threading.Lock()
         self._users: dict[tuple[str, str], _MemoryUser] = {}
         self._applied: dict[tuple[str, str, str], float] = {}  # (tenant, user, event) -> expiry
+        self._forgotten: dict[tuple[str, str], tuple[float, float]] = {}  # -> (at, lapses)
         # (tenant, category, hour) -> item -> score
         self._buckets: dict[tuple[str, str, int], dict[str, float]] = {}
         self._trend_cache = _TrendingReadCache(self.config.trending_read_cache_seconds)
@@ -518,6 +565,7 @@ class MemoryOnlineState:
             return
         self._last_sweep = now
         self._applied = {k: v for k, v in self._applied.items() if v > now}
+        self._forgotten = {k: v for k, v in self._forgotten.items() if v[1] > now}
         idle = now - self.config.user_ttl_seconds
         self._users = {k: v for k, v in self._users.items() if v.touched > idle}
         oldest = _hour(now) - self.config.trending_window_hours + 1
@@ -577,6 +625,18 @@ class MemoryOnlineState:
         if user is None:
             return int(marks > 0)
         return int(bool(user.recent)) + sum(1 for s in user.sets.values() if s) + int(marks > 0)
+
+    def mark_forgotten(self, tenant: str, user_id: str, at: float) -> None:
+        with self._lock:
+            self._forgotten[(tenant, user_id)] = (at, time.time() + FORGOTTEN_MARK_SECONDS)
+
+    def forgotten_marks(
+        self, users: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], float]:
+        now = time.time()
+        with self._lock:
+            marks = {pair: self._forgotten.get(pair) for pair in users}
+        return {pair: m[0] for pair, m in marks.items() if m is not None and m[1] > now}
 
     def ping(self) -> bool:
         return True

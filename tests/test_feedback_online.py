@@ -294,3 +294,52 @@ def test_two_users_events_with_the_same_id_are_both_applied(new_env: EnvFactory)
     later = event("1", userId="carol", itemId="c1", type="purchase")
     process_batch(env.store, [later], env.online)
     assert env.online.read_user("shop", "carol").purchased == frozenset({"c1"})
+
+
+def test_events_sent_before_a_deletion_and_processed_after_it_are_dropped(
+    new_env: EnvFactory,
+) -> None:
+    """Event Hubs delivers late: what the user sent before DELETE /api/users must not be
+    stored or applied when it arrives after it; what they send afterwards counts."""
+    env = new_env()
+    sent = datetime.now(UTC) - timedelta(minutes=5)
+    env.online.mark_forgotten("shop", "u1", datetime.now(UTC).timestamp())
+    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    result = process_batch(env.store, [
+        event("old1", timestamp=sent.isoformat(), type="purchase"),
+        event("old2", timestamp=sent.isoformat(), itemId="i2"),
+        event("other", userId="u2", timestamp=sent.isoformat()),
+        event("new", timestamp=later, itemId="i3"),
+    ], env.online)
+    assert (result.forgotten, result.accepted, result.duplicates) == (2, 2, 0)
+    assert sorted(d["id"] for d in env.store.query_partition("events", "shop|u1")) == ["new"]
+    state = env.online.read_user("shop", "u1")
+    assert state.recent == ["i3"] and state.purchased == frozenset()
+    assert env.online.read_user("shop", "u2").recent == ["i1"]
+
+
+def test_a_deletion_during_the_batch_leaves_none_of_the_users_events(
+    new_env: EnvFactory,
+) -> None:
+    """The deletion lands after the batch checked the marks and before its writes: the
+    check after the writes finds the mark and removes them."""
+    env = new_env()
+    real_apply = env.online.apply
+
+    def deleted_meanwhile(updates: Sequence[OnlineUpdate]) -> int:
+        # as DELETE /api/users does: mark, then delete what is stored (here: nothing yet
+        # of this batch's events is visible to it, the batch's writes race it)
+        env.online.mark_forgotten("shop", "u1", datetime.now(UTC).timestamp())
+        return real_apply(updates)
+
+    env.online.apply = deleted_meanwhile  # type: ignore[method-assign]
+    sent = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    result = process_batch(env.store, [
+        event("a", timestamp=sent, type="purchase"),
+        event("b", userId="u2", timestamp=sent),
+    ], env.online)
+    assert result.forgotten == 1
+    assert env.store.query_partition("events", "shop|u1") == []
+    assert env.online.read_user("shop", "u1") == UserState()
+    assert [d["id"] for d in env.store.query_partition("events", "shop|u2")] == ["b"]
+    assert env.online.read_user("shop", "u2").recent == ["i1"]

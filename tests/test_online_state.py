@@ -174,6 +174,19 @@ def test_forget_user_removes_their_state(online: OnlineState,
     assert online.apply([_u("e3", "c", user="u2")]) == 0  # u2's marks stay
 
 
+def test_forgotten_marks_outlive_forget_user_and_name_only_deleted_users(
+    online: OnlineState,
+) -> None:
+    online.apply([_u("e1", "a")])
+    online.mark_forgotten("t1", "u1", 1000.5)
+    assert online.forget_user("t1", "u1") == 3  # recent, seen and marks; not the mark
+    assert online.forgotten_marks([("t1", "u1"), ("t1", "u2"), ("t2", "u1"), ("t1", "u1")]) \
+        == {("t1", "u1"): 1000.5}
+    online.mark_forgotten("t1", "u1", 2000.0)  # a retried deletion: the latest time counts
+    assert online.forgotten_marks([("t1", "u1")]) == {("t1", "u1"): 2000.0}
+    assert online.forgotten_marks([]) == {}
+
+
 def test_an_unreachable_redis_raises_backend_error_and_pings_false() -> None:
     client = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     online = RedisOnlineState(client, CONFIG)

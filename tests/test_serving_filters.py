@@ -281,3 +281,30 @@ def test_a_deletion_retried_on_another_instance_still_removes_the_cache_keys(
     retry = client_for(fresh_instance()).delete("/api/users/u1")
     assert retry.status_code == 200 and retry.json()["removed"]["cacheKeys"] == 1
     assert not cache.exists(key)
+
+
+def test_a_cache_write_back_racing_a_deletion_does_not_bring_the_user_back(
+    catalogue, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request read the user's candidates from the store just before DELETE removed them
+    and writes them back to the cache after DELETE removed the cache keys."""
+    runtime, version = catalogue
+    client = client_for(runtime)
+    key = candidates_cache_key("default", version, "u1")
+    cache = runtime.backends.cache.client
+    cache.delete(key)  # the next request reads the store and writes back
+    store = runtime.backends.store
+    real_read = store.read
+
+    def read_then_deleted(container: str, doc_id: str, pk: str):
+        doc = real_read(container, doc_id, pk)
+        if container == "recommendations":
+            runtime.recommender.forget_user("default", "u1")  # DELETE /api/users/u1
+        return doc
+
+    monkeypatch.setattr(store, "read", read_then_deleted)
+    body = client.get("/api/recommendations/u1").json()
+    assert body["source"] == "store"  # the request read before the deletion...
+    assert not cache.exists(key)  # ...but its write-back did not outlive it
+    monkeypatch.setattr(store, "read", real_read)
+    assert client.get("/api/recommendations/u1").json()["source"] == "cold_start"

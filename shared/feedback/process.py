@@ -10,6 +10,10 @@ be delivered again (Event Hubs is at-least-once, and the trigger retries a faile
    Redis round trip; each event's updates are applied only if its "applied" marker is new.
 
 Step 2 runs before step 3, so a failure anywhere leaves nothing that a re-run would double.
+
+Events of a user deleted after sending them (DELETE /api/users came while they were on their
+way) are dropped, never stored: the user's forgotten mark (`shared/online_state.py`) is read
+before step 2 and again after step 3, and what a deletion between the two missed is removed.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class BatchResult:
     duplicates: int = 0
     rejected: list[str] = field(default_factory=list)  # one reason per dead-lettered event
     online_applied: int = 0  # events whose online updates were new (not replays)
+    forgotten: int = 0  # events of users deleted after sending them: dropped, not stored
 
 
 _MESSAGES = {
@@ -161,6 +166,27 @@ def create_events(store: DocumentStore, docs: list[dict[str, Any]]) -> int:
     return sum(1 for d in docs if store.create(EVENTS, d))
 
 
+def _of_forgotten_users(
+    events: dict[str, FeedbackEvent], online: OnlineState
+) -> list[str]:
+    """The batch's events sent before their user's deletion (keys of `events`)."""
+    marks = online.forgotten_marks([(e.tenant, e.user_id) for e in events.values()])
+    if not marks:
+        return []
+    return [key for key, e in events.items()
+            if (at := marks.get((e.tenant, e.user_id))) is not None and e.epoch_seconds <= at]
+
+
+def _remove_written(store: DocumentStore, online: OnlineState,
+                    events: list[FeedbackEvent]) -> None:
+    """Undoes this batch's writes for users deleted while it was being applied."""
+    for e in events:
+        doc = e.to_document()
+        store.delete(EVENTS, str(doc["id"]), str(doc["pk"]))
+    for tenant, user_id in {(e.tenant, e.user_id) for e in events}:
+        online.forget_user(tenant, user_id)
+
+
 def process_batch(
     store: DocumentStore,
     bodies: Sequence[bytes | str],
@@ -185,12 +211,23 @@ def process_batch(
     if dead:
         store.upsert_many(DEADLETTERS, list(dead.values()))
         log.warning("dead-lettered %d of %d events", len(result.rejected), len(bodies))
+    if events and online is not None:
+        dropped = _of_forgotten_users(events, online)
+        for key in dropped:
+            del events[key]
+        result.forgotten = len(dropped)
     if events:
         created = create_events(store, [e.to_document() for e in events.values()])
         result.accepted = created
-        result.duplicates = len(bodies) - len(result.rejected) - created
+        result.duplicates = len(bodies) - len(result.rejected) - result.forgotten - created
         if online is not None:
             updates = [u for e in events.values() if (u := online_update(e, category_of))]
             result.online_applied = online.apply(updates)
+            late = _of_forgotten_users(events, online)  # deleted while this batch was written
+            if late:
+                _remove_written(store, online, [events[key] for key in late])
+                result.forgotten += len(late)
+    if result.forgotten:
+        log.info("dropped %d events of users deleted after sending them", result.forgotten)
     telemetry.events_processed(result.accepted, result.duplicates, len(result.rejected))
     return result

@@ -295,7 +295,22 @@ class Recommender:
                 pass
             except Exception as exc:
                 log.warning("cache write-back failed: %s", exc)
+            else:
+                self._unless_forgotten(tenant, user_id, key)
         return found, False
+
+    def _unless_forgotten(self, tenant: str, user_id: str, key: str) -> None:
+        """Takes a write-back back if the user was deleted meanwhile: DELETE marks the user
+        before it deletes anything, so either this check sees the mark or the write-back came
+        before the deletion's own cache delete."""
+        online = self.online
+        if online is None:
+            return
+        try:
+            if self.breakers.cache.call(lambda: online.forgotten_marks([(tenant, user_id)])):
+                self.breakers.cache.call(lambda: self._b.cache.delete([key]))
+        except Exception as exc:  # the entry lapses with its TTL; DELETE's retry removes it
+            log.warning("could not check the write-back of %s against deletions: %s", key, exc)
 
     def _trending(self, tenant: str, categories: Sequence[str] = (),
                   n: int = TRENDING_DEPTH) -> tuple[list[tuple[str, float]], bool]:
@@ -656,6 +671,10 @@ class Recommender:
             # First, so that even a partial deletion is never undone by a later fill or
             # training run (shared/forgotten.py)
             store.call(lambda: forgotten.record(self._b.store, tenant, user_id))
+            online = self.online
+            if online is not None:  # before any deletion: in-flight writes check it
+                at = time.time()
+                cache.call(lambda: online.mark_forgotten(tenant, user_id, at))
             versions: set[str] = set()
             for container in (RECOMMENDATIONS, EVENTS):
                 for doc in query(container):
@@ -675,8 +694,7 @@ class Recommender:
             versions |= self._known_versions(tenant)
             keys = [candidates_cache_key(tenant, v, user_id) for v in sorted(versions)]
             removed["cacheKeys"] = int(cache.call(lambda: self._b.cache.delete(keys)))
-            if self.online is not None:
-                online = self.online
+            if online is not None:
                 removed["onlineState"] = int(
                     cache.call(lambda: online.forget_user(tenant, user_id))
                 )
