@@ -143,3 +143,43 @@ def test_the_driver_reads_interactions_as_columns_and_refuses_an_empty_window(sp
     assert rows == [("u1", "a", 4.0, 100), ("u1", "b", 2.5, 300), ("u2", "a", 1.0, 200)]
     with pytest.raises(DataError, match="no interactions found in an empty window"):
         to_interactions(df.where("ts > 1000"), "an empty window")
+
+
+def test_events_the_timer_path_would_skip_are_skipped_not_fatal(spark, tmp_path: Path) -> None:
+    """Capture files hold whatever producers sent: a rating that is not a finite number in the
+    schema's range, or a timestamp that is not a time, drops that event (as the timer path's
+    builder does) instead of failing the job (Spark 4 casts are ANSI: a bad cast raises)."""
+    from training.spark_job import read_interactions
+
+    def event(eid: str, item: str, kind: str = "rating", value: object = None,
+              timestamp: object = "2023-11-15T00:00:00Z") -> str:
+        return json.dumps({"eventId": eid, "tenant": TENANT, "userId": "u1", "itemId": item,
+                           "type": kind, "value": value, "timestamp": timestamp})
+
+    (tmp_path / "events.json").write_text("\n".join([
+        event("1", "good", value="4"),
+        event("2", "nan", value="NaN"),
+        event("3", "text", value="abc"),
+        event("4", "inf", value="1e999"),
+        event("5", "huge", value="2e6"),
+        event("6", "no-time", value="3", timestamp="not a time"),
+        event("7", "epoch", value="5", timestamp="1700000000"),
+        event("8", "unrated", value=None),
+        event("9", "viewed", kind="view", value="abc"),  # a view's value is not read
+    ]) + "\n")
+    df = read_interactions(spark, str(tmp_path / "events.json"), "json", TENANT, None)
+    rows = sorted((r.item_id, r.weight, r.ts) for r in df.collect())
+    assert rows == [("epoch", 5.0, 1700000000), ("good", 4.0, 1700006400),
+                    ("unrated", 1.0, 1700006400), ("viewed", 1.0, 1700006400)]
+
+
+def test_an_interactions_file_with_a_non_finite_weight_is_refused_with_a_sentence(
+    spark, tmp_path: Path
+) -> None:
+    from training.interactions import DataError
+    from training.spark_job import read_interactions, to_interactions
+
+    (tmp_path / "rows.csv").write_text("user_id,item_id,weight\nu1,a,1\nu1,b,NaN\n")
+    df = read_interactions(spark, str(tmp_path / "rows.csv"), "csv", TENANT, None)
+    with pytest.raises(DataError, match="column 'weight' has nan, but weights must be finite"):
+        to_interactions(df, "rows.csv")

@@ -26,12 +26,13 @@ if __name__ == "__main__" and "__file__" in globals():  # run as a file: the rep
 
 import numpy as np
 
-from training.interactions import DataError, Interactions
+from shared.feedback.schema import MAX_VALUE
+from training.events_source import EVENT_WEIGHTS
+from training.interactions import DataError, Interactions, checked_timestamps, checked_weights
 from training.model import TrainedModel
 
 log = logging.getLogger("training.spark_job")
 
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "rating": 1.0}
 FORMATS = ("auto", "avro", "parquet", "json", "csv", "delta")
 
 
@@ -75,8 +76,11 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
     """DataFrame(user_id, item_id, weight, ts) for the tenant's window.
 
     Feedback events (userId, itemId, type, value, timestamp, tenant) are weighted as in the
-    timer path; interaction files (user_id, item_id[, weight][, timestamp]) are used as they are.
-    Capture Avro wraps each event's JSON in its Body column.
+    timer path, which also decides what is skipped: a rating whose value is not a finite number
+    within the schema's range, an event whose timestamp is not a time. Interaction files
+    (user_id, item_id[, weight][, timestamp]) are used as they are; a cell that is not a number
+    is left null for `to_interactions` to refuse. Capture Avro wraps each event's JSON in its
+    Body column. Casts are `try_cast`: Spark 4's ANSI casts fail the whole job on one bad cell.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -108,26 +112,34 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
         df = df.where(identified).dropDuplicates(["userId", "eventId"]).unionByName(
             df.where(~identified)
         )
-        df = df.select(
+        value = F.col("value").try_cast("double")
+        usable = (F.col("type") != "rating") | F.col("value").isNull() | (
+            ~F.isnan(value) & (F.abs(value) <= MAX_VALUE)  # null (not a number) is not usable
+        )
+        stamp = F.col("timestamp").cast("string")
+        ts = F.coalesce(  # an ISO time, or unix seconds as the timer path also reads them
+            F.unix_timestamp(F.try_to_timestamp(stamp)),
+            stamp.try_cast("decimal(20,3)").try_cast("long"),
+        )
+        df = df.where(usable).select(
             F.col("userId").cast("string").alias("user_id"),
             F.col("itemId").cast("string").alias("item_id"),
-            F.when(F.col("type") == "rating", F.coalesce(F.col("value").cast("float"), F.lit(1.0)))
-            .otherwise(weights[F.col("type")]).cast("float").alias("weight"),
-            F.unix_timestamp(F.to_timestamp(F.col("timestamp"))).cast("long").alias("ts"),
-        )
+            F.when(F.col("type") == "rating", F.coalesce(value, F.lit(1.0)))
+            .otherwise(weights[F.col("type")]).alias("weight"),
+            ts.alias("ts"),
+        ).where(F.col("ts").isNotNull())
     else:
         for needed in ("user_id", "item_id"):
             if needed not in df.columns:
                 raise DataError(f"{path}: column '{needed}' not found; columns are {df.columns}")
         df = df.select(
             F.col("user_id").cast("string"), F.col("item_id").cast("string"),
-            (F.col("weight") if "weight" in df.columns else F.lit(1.0)).cast("float")
+            (F.col("weight") if "weight" in df.columns else F.lit(1.0)).try_cast("double")
             .alias("weight"),
-            (F.col("timestamp") if "timestamp" in df.columns else F.lit(0)).cast("long")
+            (F.col("timestamp") if "timestamp" in df.columns else F.lit(0)).try_cast("long")
             .alias("ts"),
         )
     df = df.where(F.col("user_id").isNotNull() & F.col("item_id").isNotNull())
-    df = df.fillna({"ts": 0, "weight": 1.0})
     if window_days is not None:
         end = df.agg(F.max("ts")).first()[0]
         if end is not None and end > 0:
@@ -140,13 +152,18 @@ def to_interactions(df: Any, source: str) -> Interactions:
 
     Through Arrow (`toPandas`, columnar batches) rather than `collect()`, which builds one
     Python Row per interaction: several times the memory and time at millions of rows.
+    A weight or timestamp that is missing or not a usable number is a DataError, as it is for
+    the same file read without Spark.
     """
     frame = df.select("user_id", "item_id", "weight", "ts").toPandas()
     if frame.empty:
         raise DataError(f"no interactions found in {source}")
     return Interactions.from_columns(
         frame["user_id"].to_numpy(str), frame["item_id"].to_numpy(str),
-        frame["weight"].to_numpy(np.float32), frame["ts"].to_numpy(np.int64), source=source,
+        checked_weights(frame["weight"].to_numpy(np.float64, na_value=np.nan), "weight", source),
+        checked_timestamps(frame["ts"].to_numpy(np.float64, na_value=np.nan), "timestamp",
+                           source),
+        source=source,
     )
 
 
