@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from shared.feedback.process import process_batch
+from shared.feedback.process import dead_letter_document, process_batch
 from shared.stores.documents import DocumentStore
 
 
@@ -71,3 +71,19 @@ def test_dead_letters_name_the_user_their_body_names(store: DocumentStore) -> No
                   default_tenant="shop")
     owners = sorted((d.get("tenant", ""), d.get("userId", "")) for d in store.scan("deadletters"))
     assert owners == [("", ""), ("", ""), ("shop", "u1")]  # no JSON / no string userId: no owner
+
+
+def test_a_bad_event_redelivered_on_another_day_is_dead_lettered_once(
+    store: DocumentStore,
+) -> None:
+    """Event Hubs redelivers a batch after a failure, possibly after midnight."""
+    body = _body("bad-type", type="teleport")
+    day1 = datetime(2026, 12, 3, 23, 59, tzinfo=UTC)
+    first = dead_letter_document(body, "type: unknown", day1)
+    again = dead_letter_document(body, "type: unknown", day1 + timedelta(minutes=2))
+    store.upsert_many("deadletters", [first])
+    store.upsert_many("deadletters", [again])
+    (doc,) = store.scan("deadletters")
+    assert doc["id"] == first["id"] and doc["body"] == body.decode()
+    process_batch(store, [body])  # and today, through the processor
+    assert len(list(store.scan("deadletters"))) == 1

@@ -121,11 +121,13 @@ def dead_letter_document(
 ) -> dict[str, Any]:
     raw = body.encode() if isinstance(body, str) else body
     text = raw.decode("utf-8", errors="replace")
+    digest = hashlib.sha256(raw).hexdigest()[:32]
     return {
         **_owner(text, default_tenant),
-        # Same body, same id: a redelivered bad event is recorded once.
-        "id": hashlib.sha256(raw).hexdigest()[:32],
-        "pk": now.strftime("%Y-%m-%d"),
+        # Same body, same id and partition: a redelivered bad event is recorded once, even
+        # when the redelivery comes on another day (a day partition would hold it twice).
+        "id": digest,
+        "pk": digest,
         "reason": reason,
         "received": now.isoformat(),
         "bodyBytes": len(raw),

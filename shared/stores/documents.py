@@ -23,7 +23,7 @@ Document = dict[str, Any]
 CONTAINERS: dict[str, str] = {
     "recommendations": "per-user candidate lists, one per model version (pk = tenant|user)",
     "events": "accepted feedback events, id = event id (pk = tenant|user)",
-    "deadletters": "rejected feedback with raw body and reason (pk = tenant|day)",
+    "deadletters": "rejected feedback with raw body and reason (pk = id, the body's digest)",
     "models": "model versions and the active-version pointer (pk = tenant)",
 }
 PARTITION_KEY_PATH = "/pk"
