@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         # columnar transfers for the driver's two collections and the ratings upload (on by
         # default on Databricks; without it toPandas falls back to row-by-row)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # an event time without an offset is UTC, as the timer path reads it (Spark would
+        # otherwise read it in the cluster's time zone)
+        .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
     try:
