@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -98,47 +100,46 @@ def test_store_replace_if_writes_only_over_a_document_that_still_matches(
     assert store.read("models", "gone", "t") is None
 
 
+@contextmanager
+def _someone_writes_after_the_read(store: CosmosStore, doc: dict[str, Any]) -> Iterator[None]:
+    """The race the conditions exist for: `doc` is written between the store's read of the
+    document and its conditional write."""
+    container = store._container("models")
+    real_read = container.read_item
+
+    def read_then_someone_writes(*args: Any, **kwargs: Any) -> Any:
+        found = real_read(*args, **kwargs)
+        store.upsert("models", doc)
+        return found
+
+    container.read_item = read_then_someone_writes
+    try:
+        yield
+    finally:
+        del container.read_item
+
+
 def test_cosmos_replace_if_loses_to_a_write_after_its_read(cosmos_endpoint: str) -> None:
     cosmos_store = fresh_cosmos_store(cosmos_endpoint)
     assert isinstance(cosmos_store, CosmosStore)
     cosmos_store.upsert("models", {"id": "lease|z", "pk": "t", "token": "mine", "n": 1})
-    container = cosmos_store._container("models")
-    real_read = container.read_item
-
-    def read_then_someone_writes(*args: Any, **kwargs: Any) -> Any:
-        doc = real_read(*args, **kwargs)
-        cosmos_store.upsert("models", {"id": "lease|z", "pk": "t", "token": "theirs", "n": 2})
-        return doc
-
-    container.read_item = read_then_someone_writes
-    try:
+    with _someone_writes_after_the_read(
+            cosmos_store, {"id": "lease|z", "pk": "t", "token": "theirs", "n": 2}):
         assert not cosmos_store.replace_if(
             "models", {"id": "lease|z", "pk": "t", "token": "mine", "n": 3}, {"token": "mine"})
-    finally:
-        del container.read_item
     kept = cosmos_store.read("models", "lease|z", "t")
     assert kept is not None and kept["token"] == "theirs"
 
 
 def test_cosmos_delete_if_loses_to_a_write_after_its_read(cosmos_endpoint: str) -> None:
-    """The race the condition exists for: someone rewrites the document (same token, new
-    etag) between delete_if's read and its delete; Cosmos refuses the delete (412)."""
+    """Someone rewrites the document (same token, new etag) between delete_if's read and its
+    delete; Cosmos refuses the delete (412)."""
     cosmos_store = fresh_cosmos_store(cosmos_endpoint)
     assert isinstance(cosmos_store, CosmosStore)
     cosmos_store.upsert("models", {"id": "lease|y", "pk": "t", "token": "mine", "n": 1})
-    container = cosmos_store._container("models")
-    real_read = container.read_item
-
-    def read_then_someone_writes(*args: Any, **kwargs: Any) -> Any:
-        doc = real_read(*args, **kwargs)
-        cosmos_store.upsert("models", {"id": "lease|y", "pk": "t", "token": "mine", "n": 2})
-        return doc
-
-    container.read_item = read_then_someone_writes
-    try:
+    with _someone_writes_after_the_read(
+            cosmos_store, {"id": "lease|y", "pk": "t", "token": "mine", "n": 2}):
         assert not cosmos_store.delete_if("models", "lease|y", "t", {"token": "mine"})
-    finally:
-        del container.read_item
     kept = cosmos_store.read("models", "lease|y", "t")
     assert kept is not None and kept["n"] == 2
 

@@ -10,7 +10,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -310,9 +310,28 @@ class CosmosStore:
 
     def delete_if(self, container: str, item_id: str, partition_key: str,
                   expected: Mapping[str, str]) -> bool:
-        """Read, compare, then delete on the read's etag: Cosmos refuses the delete (412) if
-        anyone wrote the document in between."""
         from azure.core import MatchConditions
+
+        return self._if_unchanged(
+            container, item_id, partition_key, expected, "delete",
+            lambda c, etag: c.delete_item(item_id, partition_key=partition_key,
+                                          timeout=self._timeout, etag=etag,
+                                          match_condition=MatchConditions.IfNotModified))
+
+    def replace_if(self, container: str, doc: Document, expected: Mapping[str, str]) -> bool:
+        from azure.core import MatchConditions
+
+        item_id, pk = _check(doc)
+        return self._if_unchanged(
+            container, item_id, pk, expected, "replace",
+            lambda c, etag: c.replace_item(item_id, doc, timeout=self._timeout, etag=etag,
+                                           match_condition=MatchConditions.IfNotModified))
+
+    def _if_unchanged(self, container: str, item_id: str, partition_key: str,
+                      expected: Mapping[str, str], what: str,
+                      write: Callable[[Any, str], object]) -> bool:
+        """Read, compare `expected`, then `write(container, etag)` on the read's etag: Cosmos
+        refuses the write (412) if anyone wrote the document in between."""
         from azure.cosmos import exceptions
 
         _filter_fields(expected)
@@ -321,39 +340,15 @@ class CosmosStore:
         if current is None or any(str(current.get(f)) != str(v) for f, v in expected.items()):
             return False
         try:
-            c.delete_item(item_id, partition_key=partition_key, timeout=self._timeout,
-                          etag=current["_etag"], match_condition=MatchConditions.IfNotModified)
+            write(c, current["_etag"])
             return True
         except (exceptions.CosmosResourceNotFoundError,
                 exceptions.CosmosAccessConditionFailedError):
             return False  # deleted or rewritten since the read
         except exceptions.CosmosHttpResponseError as exc:
-            raise BackendError(f"cosmos delete failed: {exc.status_code} {exc.reason}") from exc
+            raise BackendError(f"cosmos {what} failed: {exc.status_code} {exc.reason}") from exc
         except Exception as exc:  # transport errors, timeouts
-            raise BackendError(f"cosmos delete failed: {exc}") from exc
-
-    def replace_if(self, container: str, doc: Document, expected: Mapping[str, str]) -> bool:
-        """Read, compare, then replace on the read's etag (412 if anyone wrote in between)."""
-        from azure.core import MatchConditions
-        from azure.cosmos import exceptions
-
-        _filter_fields(expected)
-        item_id, pk = _check(doc)
-        c = self._container(container)
-        current = self._read_raw(c, item_id, pk)
-        if current is None or any(str(current.get(f)) != str(v) for f, v in expected.items()):
-            return False
-        try:
-            c.replace_item(item_id, doc, timeout=self._timeout,
-                           etag=current["_etag"], match_condition=MatchConditions.IfNotModified)
-            return True
-        except (exceptions.CosmosResourceNotFoundError,
-                exceptions.CosmosAccessConditionFailedError):
-            return False  # deleted or rewritten since the read
-        except exceptions.CosmosHttpResponseError as exc:
-            raise BackendError(f"cosmos replace failed: {exc.status_code} {exc.reason}") from exc
-        except Exception as exc:  # transport errors, timeouts
-            raise BackendError(f"cosmos replace failed: {exc}") from exc
+            raise BackendError(f"cosmos {what} failed: {exc}") from exc
 
     def query_partition(self, container: str, partition_key: str) -> list[Document]:
         try:
