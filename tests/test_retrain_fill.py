@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ class ContainerProxy:
     """Wraps the real container client: counts upserts, fails or throttles some of them."""
 
     def __init__(self, real: Any, fail_after: int | None = None,
-                 throttle_every: int | None = None, retry_after_ms: int = 20) -> None:
+                 throttle_every: int | None = None, retry_after_ms: int = 20,
+                 after_write: Callable[[int], None] | None = None) -> None:
         self.real = real
+        self.after_write = after_write  # called with the number written so far
         self.fail_after = fail_after
         self.throttle_every = throttle_every
         self.retry_after_ms = retry_after_ms
@@ -73,7 +76,11 @@ class ContainerProxy:
                 error.headers = {"x-ms-retry-after-ms": str(self.retry_after_ms)}
                 raise error
             self.written.append(str(body["id"]))
-        return self.real.upsert_item(body, **kwargs)
+            written = len(self.written)
+        result = self.real.upsert_item(body, **kwargs)
+        if self.after_write is not None:
+            self.after_write(written)
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -312,6 +319,34 @@ def test_a_run_given_data_trains_it_after_finishing_an_interrupted_publish(
     assert result.version is not None
     published = load_model(runtime.backends.artifacts, TENANT, result.version)
     assert sorted(published.user_ids.tolist()) == sorted(given.user_ids.tolist())
+
+
+def test_a_user_deleted_while_the_fill_runs_is_not_brought_back_by_it(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    """The DELETE comes after the fill started and before it reached the user: it finds
+    nothing of the new version to remove, so the fill must remove what it then wrote."""
+    retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(), config=CONFIG)
+    data = clustered(seed=1)
+    gone = str(sorted(data.user_ids.tolist())[-1])  # the fill's last chunk
+    answers: list[int] = []
+
+    def delete_once(written: int) -> None:
+        if written == CHUNK and not answers:  # the new version's first chunk is stored
+            answers.append(client_for(runtime).delete(
+                f"/api/users/{gone}?tenant={TENANT}").status_code)
+
+    _proxy(runtime, after_write=delete_once)
+    result = retrain_tenant(runtime, TENANT, data, trainer=ease_trainer(), config=CONFIG)
+
+    assert answers == [200] and result.status == "published", result.message
+    assert result.version is not None and result.fill is not None
+    users = load_model(runtime.backends.artifacts, TENANT, result.version).user_ids.tolist()
+    assert gone in users and result.fill.removed_deleted == 1
+    store = runtime.backends.store
+    assert store.query_partition(RECOMMENDATIONS, user_partition(TENANT, gone)) == []
+    assert not redis_client.exists(candidates_cache_key(TENANT, result.version, gone))
+    assert _answer(runtime, gone, result.version)["source"] != "cache"
 
 
 def test_a_user_deleted_during_an_interrupted_publish_is_not_brought_back_by_its_resume(

@@ -91,6 +91,7 @@ class FillStats:
     store_retries: int = 0
     seconds: float = 0.0
     skipped_deleted: int = 0  # users deleted on request after the version was staged
+    removed_deleted: int = 0  # users deleted since staging, looked for again after the fill
 
 
 @dataclass
@@ -660,8 +661,30 @@ def fill(backends: Backends, model: TrainedModel, tenant: str, version: str,
                 log.info("tenant %s version %s: %d/%d users written (%.0f users/s, %d retries)",
                          tenant, version, hi, n_users, done / (now - t0), writer.retries)
         stats.store_retries = writer.retries
+    stats.removed_deleted = _remove_deleted_meanwhile(backends, model, tenant, version, since)
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _remove_deleted_meanwhile(backends: Backends, model: TrainedModel, tenant: str,
+                              version: str, since: float) -> int:
+    """Users deleted while the fill ran: a DELETE that came before the fill reached them found
+    nothing of this version to remove, and the fill then wrote their lists (or an earlier,
+    interrupted fill did). Removed here, before the version can be switched to; a DELETE
+    after this point finds the lists and removes them itself (it records before deleting)."""
+    records = {d: t for d, t in forgotten.forgotten(backends.store, tenant).items() if t >= since}
+    if not records:
+        return 0
+    users = [str(u) for u in model.user_ids.tolist()]
+    gone = sorted(forgotten.deleted_since(tenant, users, since, records))
+    for u in gone:
+        backends.store.delete(RECOMMENDATIONS, candidates_doc_id(version, u),
+                              user_partition(tenant, u))
+    backends.cache.delete([candidates_cache_key(tenant, version, u) for u in gone])
+    if gone:
+        log.info("tenant %s version %s: after the fill, removed any lists of %d users deleted "
+                 "since it was staged", tenant, version, len(gone))
+    return len(gone)
 
 
 def fill_cache_only(cache: HotCache, model: TrainedModel, tenant: str, version: str,
