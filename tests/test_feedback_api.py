@@ -69,6 +69,34 @@ def test_events_are_logged_and_bad_ones_dead_lettered_not_refused(published: Run
     assert published.online.read_user("default", "u9").recent == ["a"]
 
 
+def test_events_belong_to_the_tenant_the_request_names(published: Runtime) -> None:
+    train_and_publish(published, tiny_interactions(), "shop")
+    client = client_for(published)
+    before = [i["itemId"] for i in client.get("/api/recommendations/u1?k=3&tenant=shop")
+              .json()["items"]]
+    response = client.post("/api/events", json=[_event("u1", before[0], "purchase")],
+                           headers={"x-tenant": "shop"})
+    assert response.status_code == 202, response.text
+    (doc,) = published.backends.store.scan("events")
+    assert doc["tenant"] == "shop"
+    after = client.get("/api/recommendations/u1?k=3", headers={"x-tenant": "shop"}).json()
+    assert before[0] not in [i["itemId"] for i in after["items"]]
+    assert published.online.read_user("default", "u1").purchased == set()  # not the default's
+
+
+def test_an_event_of_another_tenant_than_the_request_names_is_a_422(published: Runtime) -> None:
+    client = client_for(published)
+    response = client.post("/api/events?tenant=shop",
+                           json=[_event("u1", "a", "click"),
+                                 _event("u1", "b", "click", tenant="default")])
+    assert response.status_code == 422
+    assert response.json()["error"] == (
+        "event 1: tenant 'default' differs from the request's tenant 'shop'; nothing was sent")
+    assert list(published.backends.store.scan("events")) == []
+    both = client.get("/api/recommendations/u1?tenant=default", headers={"x-tenant": "shop"})
+    assert both.status_code == 422 and "differs from the x-tenant header" in both.json()["error"]
+
+
 @pytest.mark.parametrize("payload, fragment", [
     ({"eventId": "e1"}, "list"),
     ([1, 2], "dictionary"),

@@ -203,13 +203,32 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
     if header_tenant is not None:
         _valid_id_or_422("x-tenant", header_tenant)
     return RecoQuery(
-        tenant=tenant or header_tenant or rt.settings.default_tenant,
+        tenant=_one_tenant(tenant, header_tenant) or rt.settings.default_tenant,
         user_id=user_id,
         k=k,
         exclude=frozenset(_ids("exclude", lists.get("exclude"))),
         categories=_categories(lists.get("category")),
         recent=tuple(_ids("recent", lists.get("recent"), 50)),
     )
+
+
+def _one_tenant(query: str | None, header: str | None) -> str | None:
+    """The tenant the request names, by `tenant=` or `x-tenant`; naming two is refused (a
+    gateway that sets the header from the caller's identity must not be overridden)."""
+    if query is not None and header is not None and query != header:
+        raise HTTPException(422, f"tenant: '{query}' differs from the x-tenant header "
+                                 f"'{header}'; name one tenant")
+    return query or header
+
+
+def _of_tenant(n: int, event: dict[str, Any], tenant: str) -> dict[str, Any]:
+    own = event.get("tenant")
+    if own is None:
+        return {**event, "tenant": tenant}
+    if own != tenant:
+        raise HTTPException(422, f"event {n}: tenant {own!r} differs from the request's tenant "
+                                 f"'{tenant}'; nothing was sent")
+    return event
 
 
 def _documented_parameters(signature_only: Callable[..., Any]) -> list[dict[str, Any]]:
@@ -297,7 +316,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
     ) -> str:
-        return tenant or x_tenant or rt.settings.default_tenant
+        return _one_tenant(tenant, x_tenant) or rt.settings.default_tenant
 
     K = Annotated[int, Query(ge=1, le=100, description="how many items (1-100)")]
     Exclude = Annotated[
@@ -472,15 +491,23 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     def post_events(
         rt: Annotated[Runtime, Depends(runtime)],
         events: Annotated[list[dict[str, Any]], Body(max_length=MAX_EVENTS_PER_REQUEST)],
+        tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
     ) -> EventsAccepted:
         """Events are validated by the processor; bad ones are dead-lettered, not refused.
 
-        Embedded, the sink runs the trigger's own processing function in this request; in
-        Azure it publishes to Event Hubs (batched per user, retried on transient errors).
+        When the request names a tenant, events without one are that tenant's and an event
+        naming another is a 422 (nothing sent); otherwise an event without a tenant is the
+        default tenant's. Embedded, the sink runs the trigger's own processing function in
+        this request; in Azure it publishes to Event Hubs (batched per user, retried on
+        transient errors).
         """
         from shared.stores.errors import BackendError
         from shared.stores.events import EventTooLarge, UnencodableEvent
 
+        named = _one_tenant(tenant, x_tenant)
+        if named is not None:
+            events = [_of_tenant(n, e, named) for n, e in enumerate(events)]
         try:
             return EventsAccepted(accepted=rt.sink.send(events))
         except EventTooLarge as exc:
