@@ -40,12 +40,20 @@ def test_empty_json_settings_mean_none_configured() -> None:
     assert Experiments.parse(None).assign("shop", "u1") is None
 
 
+@pytest.mark.parametrize(("env", "message"), [
+    ({"RECO_RULES": "{bad"}, "configuration: RECO_RULES is not valid"),
+    ({"RECO_RULES_FILE": "/nonexistent/rules.json"},
+     "configuration: RECO_RULES_FILE: cannot read /nonexistent/rules.json: No such file"),
+    ({"RECO_RULES": "{}", "RECO_RULES_FILE": "/nonexistent/rules.json"},
+     "configuration: RECO_RULES and RECO_RULES_FILE are both set"),
+])
 def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], message: str,
 ) -> None:
     """Found at first use (JSON settings, connection strings): was a 500 on every route."""
     monkeypatch.setenv("RECO_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RECO_RULES", "{bad")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     get_runtime.cache_clear()
     try:
@@ -54,7 +62,7 @@ def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
         for path in ("/api/recommendations/u1", "/api/popular", "/api/ready"):
             response = client.get(path)
             assert response.status_code == 503, path
-            assert response.json()["error"].startswith("configuration: RECO_RULES is not valid")
+            assert response.json()["error"].startswith(message)
     finally:
         get_settings.cache_clear()
         get_runtime.cache_clear()

@@ -73,6 +73,13 @@ class Rules:
 
     @classmethod
     def from_settings(cls, text: str | None, file: Path | None) -> Rules:
-        if file is not None:
-            return cls.parse(file.read_text(), str(file))
-        return cls.parse(text)
+        """ValueError naming the setting for a file that cannot be read, or both set."""
+        if file is None:
+            return cls.parse(text)
+        if text is not None and text.strip():
+            raise ValueError("RECO_RULES and RECO_RULES_FILE are both set; set one of them")
+        try:
+            content = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"RECO_RULES_FILE: cannot read {file}: {exc.strerror}") from None
+        return cls.parse(content, str(file))
