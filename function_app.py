@@ -53,5 +53,9 @@ def retrain(timer: func.TimerRequest) -> None:
 
     if timer.past_due:
         logging.warning("retrain timer is past due; running now")
-    for result in run_scheduled(get_runtime()):  # each tenant under its lease
+    results = run_scheduled(get_runtime())  # each tenant under its lease
+    for result in results:
         logging.info(result.message)
+    failed = [r.tenant for r in results if r.status == "failed"]
+    if failed:  # the invocation shows as failed (the other tenants' runs stand)
+        raise RuntimeError(f"retrain failed for tenant(s) {', '.join(failed)}; see the log")

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
+import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.model_registry import active_version_id
 from shared.runtime import get_runtime
+from shared.settings import get_settings
 
 
 def _bindings(f: Any) -> list[dict[str, Any]]:
@@ -63,6 +65,36 @@ def test_event_hub_handler_logs_events_and_timer_retrains_on_them(
 
     functions["retrain"].get_user_function()(TimerRequest(past_due=False))
     assert active_version_id(store, "default") is not None
+
+
+def test_a_tenant_whose_retrain_failed_fails_the_timer_invocation_after_the_others_ran(
+    functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Monitoring sees failed runs (the runbook's stale-model check asks "did it fail")."""
+    import training.retrain as retrain
+    from shared.stores.errors import BackendError
+
+    functions["feedback"].get_user_function()(
+        [_event(i, f"user{i % 3}", f"item{i % 5}") for i in range(12)])
+    real = retrain.retrain_tenant
+
+    def store_down_for_b(runtime: Any, tenant: str, *args: Any, **kwargs: Any) -> Any:
+        if tenant == "b":
+            raise BackendError("cosmos read failed: 503")
+        return real(runtime, tenant, *args, **kwargs)
+
+    monkeypatch.setattr(retrain, "retrain_tenant", store_down_for_b)
+    monkeypatch.setenv("RETRAIN_TENANTS", "b,default")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"retrain failed for tenant\(s\) b; see the"):
+            functions["retrain"].get_user_function()(TimerRequest(past_due=False))
+        assert active_version_id(get_runtime().backends.store, "default") is not None
+    finally:  # the next tests read the settings of the session's app again
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        get_runtime.cache_clear()
 
 
 async def test_http_request_through_the_registered_asgi_function(
