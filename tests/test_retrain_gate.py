@@ -151,3 +151,20 @@ def test_the_active_version_is_scored_on_interactions_newer_than_its_data(
     assert second.gate.baseline_name == expected
     assert second.status == "published", second.message
     assert active_version_id(runtime.backends.store, TENANT) == second.version
+
+
+def test_a_tracking_failure_never_logs_the_credentials_in_the_tracking_uri(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = runtime.settings.model_copy(
+        update={"mlflow_tracking_uri": "http://svc:S3cr3tT0ken@127.0.0.1:9/"})
+    tracked = runtime_on(settings, runtime.backends)
+    with caplog.at_level("WARNING", logger="training.retrain"):
+        result = retrain_tenant(tracked, "shop", clustered(seed=0), trainer=ease_trainer(),
+                                config=RetrainConfig(window_days=None, gate_tolerance=0.5))
+    assert result.status == "published" and result.mlflow_run_id is None
+    logged = caplog.text
+    assert "could not record the run in MLflow" in logged and "127.0.0.1:9" in logged
+    assert "S3cr3tT0ken" not in logged and "svc:" not in logged

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -382,8 +383,15 @@ def record_run(settings: Settings, tenant: str, result: RetrainResult, model: Tr
             client.set_terminated(run_id)
         return str(run_id)
     except Exception as exc:
-        log.warning("tenant %s: could not record the run in MLflow: %s", tenant, exc)
+        log.warning("tenant %s: could not record the run in MLflow: %s", tenant,
+                    _without_credentials(str(exc)))
         return None
+
+
+def _without_credentials(text: str) -> str:
+    """The text with the user and password of any URL in it masked: a tracking URI may carry
+    them, and MLflow's errors quote the URI."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
 
 
 # ---------------------------------------------------------------------------------------------
