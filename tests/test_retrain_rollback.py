@@ -14,13 +14,16 @@ from typing import Any
 import pytest
 import redis
 
+from shared.model_registry import MODELS, set_active
 from shared.runtime import Runtime
+from shared.serving.recommender import RECOMMENDATIONS
 from shared.settings import Settings
+from shared.stores.errors import BackendError
 from shared.stores.factory import build_backends
 from tests import services
 from tests.helpers import client_for, runtime_on
 from tests.retrain_data import clustered, ease_trainer
-from training.publish import FillOptions
+from training.publish import READY, FillOptions, active_pointer, expire_version, version_status
 from training.retrain import RetrainConfig, retrain_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +151,85 @@ def test_rollback_to_an_expired_version_is_refused(env: dict[str, str],
     assert third.expired == [first]
     done = cli(env, "rollback", "--tenant", TENANT, "--to", first)
     assert done.returncode == 2 and "is expired" in done.stderr
+
+
+def test_an_expiry_that_fails_part_way_leaves_the_version_expiring_never_ready(
+    env: dict[str, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _, _ = publish_two(runtime)
+    store = runtime.backends.store
+    real_delete = store.delete
+    deletes = [0]
+
+    def throttled_half_way(container: str, item_id: str, partition_key: str) -> bool:
+        if container == RECOMMENDATIONS:
+            deletes[0] += 1
+            if deletes[0] > 10:
+                raise BackendError("cosmos delete failed: 503 service unavailable")
+        return real_delete(container, item_id, partition_key)
+
+    monkeypatch.setattr(store, "delete", throttled_half_way)
+    third = retrain_tenant(runtime, TENANT, clustered(seed=2), ease_trainer(), CONFIG)
+    monkeypatch.undo()
+    assert third.status == "published" and third.expired == []  # logged, retried next run
+    assert version_status(store.read(MODELS, first, TENANT) or {}) == "expiring"
+
+    refused = cli(env, "rollback", "--tenant", TENANT, "--to", first)
+    assert refused.returncode == 2 and f"version {first} of tenant '{TENANT}' is expiring" \
+        in refused.stderr
+
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+    assert rerun.status == "no_data"
+    assert version_status(store.read(MODELS, first, TENANT) or {}) == "expired"
+
+
+def test_an_expiry_spares_a_version_a_rollback_made_active_or_previous(
+    runtime: Runtime
+) -> None:
+    """The publish chose what to expire before an operator's rollback: the expiry reads the
+    pointer again after marking the version, and leaves what it names."""
+    first, second, before = publish_two(runtime)
+    store = runtime.backends.store
+    set_active(store, TENANT, first)  # the rollback: first active, second previous
+
+    assert expire_version(runtime.backends, TENANT, first) is None
+    assert expire_version(runtime.backends, TENANT, second) is None
+    assert [version_status(store.read(MODELS, v, TENANT) or {}) for v in (first, second)] == [
+        "ready", "ready"]
+    after = answer(runtime, "u5", first)
+    assert after["source"] == "cache"
+    assert [i["itemId"] for i in after["items"]] == [i["itemId"] for i in before["items"]]
+
+
+def test_a_run_after_a_rollback_does_not_switch_back_to_an_unmarked_version(
+    env: dict[str, str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish killed between its switch and its "ready" mark left the active version
+    "filling"; the operator rolled back from it. The next run must not resume it over the
+    rollback, and rolling forward must be possible."""
+    import training.publish as publish
+
+    first = retrain_tenant(runtime, TENANT, clustered(seed=0), ease_trainer(), CONFIG).version
+    real_mark = publish.mark_version
+
+    def killed_before_ready(store: Any, tenant: str, version: str, status: str,
+                            **fields: Any) -> None:
+        if status == READY:
+            raise BackendError("the process was killed (injected)")
+        real_mark(store, tenant, version, status, **fields)
+
+    monkeypatch.setattr(publish, "mark_version", killed_before_ready)
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=1), ease_trainer(), CONFIG)
+    monkeypatch.undo()
+    pointer = active_pointer(runtime.backends.store, TENANT)
+    assert pointer is not None and pointer["version"] != first
+    second = str(pointer["version"])
+
+    back = cli(env, "rollback", "--tenant", TENANT)
+    assert back.returncode == 0, back.stderr
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+    pointer = active_pointer(runtime.backends.store, TENANT)
+    assert pointer is not None and pointer["version"] == first, rerun.message
+    forward = cli(env, "rollback", "--tenant", TENANT, "--to", second)
+    assert forward.returncode == 0, forward.stderr

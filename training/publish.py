@@ -129,9 +129,10 @@ def manifest_of(model: TrainedModel, tenant: str, version: str, created: str,
 
 # ---------------------------------------------------------------------------------------------
 # Version records in the `models` container. Lifecycle: "filling" while its lists are written,
-# "ready" once complete, "expired" when its lists were deleted; no status means "ready".
+# "ready" once complete, "expiring" while its lists are deleted, "expired" once they are; no
+# status means "ready". Only a ready version may be switched to.
 
-READY, FILLING, EXPIRED = "ready", "filling", "expired"
+READY, FILLING, EXPIRING, EXPIRED = "ready", "filling", "expiring", "expired"
 
 
 def version_docs(store: DocumentStore, tenant: str) -> list[dict[str, Any]]:
@@ -775,11 +776,25 @@ def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
 
 
 def expire_version(backends: Backends, tenant: str, version: str,
-                   options: FillOptions | None = None) -> tuple[int, int]:
+                   options: FillOptions | None = None) -> tuple[int, int] | None:
     """Deletes a version's cache keys and store documents; keeps its artifact and its record.
 
-    Returns (cache keys deleted, store documents deleted).
+    The version is "expiring" before anything is deleted, so a rollback refuses it and a
+    failure part-way leaves it for the next run to finish, never "ready" with half its lists.
+    The pointer is read after that mark (a rollback switches, then reads the status): a version
+    that has become active or previous meanwhile gets its status back and keeps its lists.
+    Returns (cache keys deleted, store documents deleted), or None when it was kept.
     """
+    store = backends.store
+    doc = store.read(MODELS, version, tenant)
+    before = version_status(doc or {})
+    mark_version(store, tenant, version, EXPIRING)
+    pointer = active_pointer(store, tenant) or {}
+    if version in (pointer.get("version"), pointer.get("previous")):
+        mark_version(store, tenant, version, before)
+        log.warning("tenant %s: version %s is %s again (a rollback?); not expired", tenant,
+                    version, "active" if version == pointer.get("version") else "previous")
+        return None
     keys = backends.cache.delete_prefix(version_cache_prefix(tenant, version))
     try:
         users = [str(u) for u in load_model(backends.artifacts, tenant, version).user_ids.tolist()]
@@ -814,8 +829,8 @@ def expire_old_versions(backends: Backends, tenant: str, keep: Iterable[str | No
         if version in kept or version_status(doc) == EXPIRED:
             continue
         try:
-            expire_version(backends, tenant, version, options)
-            expired.append(version)
+            if expire_version(backends, tenant, version, options) is not None:
+                expired.append(version)
         except Exception as exc:
             log.warning("tenant %s: could not expire version %s yet: %s", tenant, version, exc)
     return expired
@@ -843,8 +858,10 @@ def resume_pending(backends: Backends, tenant: str, options: FillOptions) -> Pub
         active_created = str((doc or {}).get("created", ""))
     for i, doc in enumerate(pending_versions(store, tenant)):
         version, created = str(doc["id"]), str(doc.get("created", ""))
-        if version == active:  # switched to after its fill, interrupted before the mark
-            log.info("tenant %s: marking the active version %s ready", tenant, version)
+        if version in (active, (pointer or {}).get("previous")):
+            # switched to after its fill, interrupted before the mark (and maybe rolled back
+            # from since): complete, so ready, never resumed over the pointer or expired
+            log.info("tenant %s: marking version %s ready", tenant, version)
             mark_version(store, tenant, version, READY,
                          users=int(dict(doc.get("manifest") or {}).get("n_users", 0)))
             continue

@@ -10,7 +10,7 @@ from shared.runtime import get_runtime
 from shared.stores.artifacts import ArtifactNotFound
 from training.commands.list_versions import tenant_arg
 from training.interactions import DataError
-from training.publish import EXPIRED, FillOptions, fill_cache_from_store, version_status
+from training.publish import EXPIRED, EXPIRING, FillOptions, fill_cache_from_store, version_status
 
 
 def register(sub: Any) -> None:
@@ -27,9 +27,10 @@ def run(args: argparse.Namespace) -> int:
     doc = runtime.backends.store.read(MODELS, args.version, tenant)
     if doc is None or doc.get("kind") != "version":
         raise DataError(f"tenant '{tenant}' has no version '{args.version}' (see list-versions)")
-    if version_status(doc) == EXPIRED:
-        raise DataError(f"version {args.version} of tenant '{tenant}' has expired: "
-                        "its store documents were deleted")
+    status = version_status(doc)
+    if status in (EXPIRING, EXPIRED):
+        raise DataError(f"version {args.version} of tenant '{tenant}' is {status}: "
+                        "its store documents are deleted")
     options = FillOptions(chunk_users=settings.fill_chunk_users,
                           store_concurrency=settings.fill_store_concurrency)
     try:

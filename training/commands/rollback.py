@@ -9,7 +9,7 @@ from shared.model_registry import MODELS, set_active
 from shared.runtime import get_runtime
 from training.commands.list_versions import tenant_arg
 from training.interactions import DataError
-from training.publish import READY, active_pointer, version_status
+from training.publish import FILLING, READY, active_pointer, mark_version, version_status
 
 
 def register(sub: Any) -> None:
@@ -43,7 +43,15 @@ def run(args: argparse.Namespace) -> int:
             f"version {target} of tenant '{tenant}' is {status}: its candidate lists are not "
             "all in the store, so it cannot be served"
         )
+    current_doc = store.read(MODELS, current, tenant) or {}
+    if version_status(current_doc) == FILLING:  # switched to, interrupted before its mark:
+        mark_version(store, tenant, current, READY)  # complete, so it can be rolled forward to
     set_active(store, tenant, target)
+    after = version_status(store.read(MODELS, target, tenant) or {})
+    if after != READY:  # an expiry began meanwhile (it reads the pointer after its mark)
+        set_active(store, tenant, current)
+        raise DataError(f"version {target} of tenant '{tenant}' began expiring during the "
+                        f"rollback; version {current} stays active")
     print(f"tenant '{tenant}' now serves version {target} (was {current}); "
           f"roll forward with: rollback --tenant {tenant} --to {current}")
     return 0
