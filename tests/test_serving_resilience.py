@@ -178,3 +178,30 @@ def test_cosmos_down_cache_hits_are_still_served_from_the_cache(
     assert runtime.recommender.breakers.store.state in {"open", "half_open"}
     # an unknown user has no candidates anywhere: cold start from trending/popular, degraded
     assert client.get("/api/recommendations/nobody").json()["source"] == "degraded"
+
+
+def test_an_unexpected_failure_answers_the_popular_list_with_the_requests_filters_and_rules(
+    redis_client, cosmos_endpoint: str, azurite_connection: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last resort (a bug or a corrupt artifact in the ranking code) is still a 200,
+    marked degraded, and still honours exclusions, categories and the tenant's blocked items."""
+    import shared.serving.recommender as recommender
+
+    port = int(redis_client.connection_pool.connection_kwargs["port"])
+    settings = azure_settings(port, cosmos_endpoint, azurite_connection,
+                              RECO_RULES='{"default": {"blocked": ["i09"]}}')
+    runtime = runtime_on(settings, build_backends(settings))
+    publish_catalogue(runtime)
+    runtime.recommender.warm("default")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the ranking code")
+
+    monkeypatch.setattr(recommender, "select", broken)
+    response = client_for(runtime).get(
+        "/api/recommendations/u1?k=3&category=books&exclude=i08&recent=i07")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["source"] == "degraded"
+    assert [i["itemId"] for i in body["items"]] == ["i06", "i05", "i04"]  # popular books

@@ -21,7 +21,7 @@ from starlette.types import Scope
 
 from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
 from shared.runtime import Runtime, get_runtime
-from shared.serving.ranking import Scored
+from shared.serving.ranking import Scored, category_mask
 from shared.serving.recommender import (
     Answer,
     ItemList,
@@ -401,15 +401,20 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         return Response(answer.to_json(), media_type=JSON)
 
     def _last_resort(rt: Runtime, q: RecoQuery) -> Answer:
-        """The popular list of the loaded version, marked degraded: a valid request never 5xx."""
+        """The popular list of the loaded version, marked degraded: a valid request never 5xx.
+
+        Plain filters only (the ranking code may be what failed): the request's exclusions,
+        its session items and categories, and the tenant's blocked items still hold."""
         data = rt.recommender.models.current(q.tenant)
         if data is None:
             raise HTTPException(503, "no model loaded yet; retry shortly",
                                 headers={"Retry-After": "5"})
-        picked = [i for i in data.popular_ids if i not in q.exclude][: q.k]
-        scores = dict(data.popular)
-        return Answer(q.tenant, q.user_id, data.version, "degraded",
-                      [Scored(i, scores[i]) for i in picked], new_id())
+        skip = q.exclude | rt.recommender.rules.for_tenant(q.tenant).blocked | set(q.recent)
+        ids = data.popular_ids
+        mask = category_mask(data, data.codes(ids), q.categories)
+        picked = [Scored(i, float(score)) for n, (i, score) in enumerate(data.popular)
+                  if i not in skip and (mask is None or mask[n])][: q.k]
+        return Answer(q.tenant, q.user_id, data.version, "degraded", picked, new_id())
 
     @app.get(
         "/api/items/{item_id}/similar",
