@@ -160,6 +160,8 @@ def test_similar_items_come_from_the_artifact_neighbours(catalogue) -> None:
     music = client.get("/api/items/i03/similar?k=4&category=music").json()
     assert all("music" in categories_of(i) for i in ids(music))
     assert "i03" not in ids(client.get("/api/items/i03/similar?k=30").json())
+    games = client.get("/api/items/i03/similar?k=3&category=games").json()  # no neighbour is
+    assert (games["source"], ids(games)) == ("cold_start", ["i29", "i28", "i27"])  # popular
 
 
 def test_similar_items_without_neighbours_fall_back_to_popular_in_the_category(

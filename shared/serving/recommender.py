@@ -606,14 +606,13 @@ class Recommender:
         )
         code = data.index.get(item_id)
         sources: list[Source] = []
-        source = "cold_start"
+        neighbours: list[str] = []
         if code is not None and data.neighbours is not None and data.neighbour_scores is not None:
             row = data.neighbours[code]
             keep = row >= 0
             if keep.any():
-                source = "model"
-                sources.append(([data.item_ids[c] for c in row[keep].tolist()],
-                                data.neighbour_scores[code][keep]))
+                neighbours = [data.item_ids[c] for c in row[keep].tolist()]
+                sources.append((neighbours, data.neighbour_scores[code][keep]))
         own = data.categories_of(code) if code is not None else []
         same = data.popular_in(own, 200) if own else []
         if same:
@@ -622,8 +621,9 @@ class Recommender:
         excluded = exclude | state.excluded | {item_id}
         chosen = select(data, sources, k, excluded, categories, self.rules.for_tenant(tenant),
                         1.0)
-        return ItemList(tenant, data.version, "degraded" if degraded else source,
-                        chosen)
+        # "model" when neighbours lead the answer; none left after the filters: popular ones
+        source = "model" if chosen and chosen[0].item_id in set(neighbours) else "cold_start"
+        return ItemList(tenant, data.version, "degraded" if degraded else source, chosen)
 
     def popular(self, tenant: str, k: int, exclude: frozenset[str] = frozenset(),
                 categories: Sequence[str] = ()) -> ItemList:
