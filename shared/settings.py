@@ -12,13 +12,52 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.ids import ID_PATTERN
 
 SCHEDULE_PATTERN = (r"^(?:[0-9A-Za-z*/,-]+ +){5}[0-9A-Za-z*/,-]+$"  # NCRONTAB, seconds first
                     r"|^(?:[0-9]+\.)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}$")  # TimeSpan [d.]hh:mm:ss
+
+# NCRONTAB fields: name, lowest, highest, names (month and weekday names count from lowest)
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_CRON_FIELDS: list[tuple[str, int, int, tuple[str, ...]]] = [
+    ("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
+    ("month", 1, 12, _MONTHS), ("day of week", 0, 6, _WEEKDAYS),
+]
+
+
+def _cron_value(token: str, name: str, low: int, names: tuple[str, ...]) -> int:
+    if token.upper() in names:
+        return low + names.index(token.upper())
+    if not token.isdigit():
+        raise ValueError(f"{name}: {token!r} is not a number")
+    return int(token)
+
+
+def schedule_problem(value: str) -> str | None:
+    """What is out of range in a schedule that has the right shape (None: nothing), so that a
+    value the Functions host would refuse is refused here, naming the field."""
+    if ":" in value:  # TimeSpan [d.]hh:mm:ss
+        hh, mm, ss = (int(x) for x in value.rsplit(".", 1)[-1].split(":"))
+        return None if hh < 24 and mm < 60 and ss < 60 else "a TimeSpan needs hh < 24, mm < 60"
+    try:
+        for text, (name, low, high, names) in zip(value.split(), _CRON_FIELDS, strict=True):
+            for part in text.split(","):
+                span, _, step = part.partition("/")
+                if step and (not step.isdigit() or int(step) < 1):
+                    raise ValueError(f"{name}: step {step!r} must be a whole number >= 1")
+                if span != "*":
+                    first, _, last = span.partition("-")
+                    lo = _cron_value(first, name, low, names)
+                    hi = _cron_value(last, name, low, names) if last else lo
+                    if not low <= lo <= hi <= high:
+                        raise ValueError(f"{name}: {span!r} is outside {low}-{high}")
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 class Settings(BaseSettings):
@@ -101,6 +140,23 @@ class Settings(BaseSettings):
     # NCRONTAB's six fields, or a TimeSpan (dedicated plans): the host refuses anything else
     retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE",
                                   pattern=SCHEDULE_PATTERN)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_ascii(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ValueError("must be printable ASCII (a header cannot carry other characters "
+                             "reliably, so no request could match it)")
+        return value
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _schedule_in_range(cls, value: str) -> str:
+        problem = schedule_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     retrain_tenants: str | None = Field(None, alias="RETRAIN_TENANTS")  # comma separated
     retrain_window_days: int = Field(180, alias="RETRAIN_WINDOW_DAYS", ge=1)
     retrain_gate_tolerance: float = Field(0.02, alias="RETRAIN_GATE_TOLERANCE", ge=0, lt=1)

@@ -11,7 +11,7 @@ from shared.runtime import get_runtime
 from shared.serving.api import create_app
 from shared.serving.experiments import Experiments
 from shared.serving.rules import Rules
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from training import cli
 
 
@@ -76,6 +76,11 @@ def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
     ("RECO_DEFAULT_TENANT", "bad tenant", "should match pattern"),  # events were stored so
     ("DATABRICKS_JOB_ID", "-3", "greater than or equal to 1"),
     ("RETRAIN_SCHEDULE", "0 3 * * *", "should match pattern"),  # five fields: cron, not NCRONTAB
+    ("RETRAIN_SCHEDULE", "99 99 99 * * *", "second: '99' is outside 0-59"),
+    ("RETRAIN_SCHEDULE", "0 0 3 * JUNE *", "month: 'JUNE' is not a number"),
+    ("RETRAIN_SCHEDULE", "0 0 3 * * 1-9", "day of week: '1-9' is outside 0-6"),
+    ("RETRAIN_SCHEDULE", "0:99:99", "a TimeSpan needs hh < 24, mm < 60"),
+    ("RECO_API_KEY", "clé-secrète", "must be printable ASCII"),
 ])
 def test_a_bad_setting_stops_the_cli_with_a_sentence(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -92,3 +97,9 @@ def test_a_bad_setting_stops_the_cli_with_a_sentence(
     finally:
         get_settings.cache_clear()
         get_runtime.cache_clear()
+
+
+@pytest.mark.parametrize("schedule", ["0 0 3 * * *", "0 */5 * * * MON-FRI",
+                                      "0 30 9 1,15 JAN-JUN sun", "00:05:00", "1.12:00:00"])
+def test_schedules_the_functions_host_takes_are_taken(schedule: str) -> None:
+    assert Settings(RETRAIN_SCHEDULE=schedule).retrain_schedule == schedule
