@@ -22,6 +22,10 @@ from training import cli
         (Rules.parse, "[1]", "RECO_RULES must be a JSON object keyed by tenant"),
         (Experiments.parse, "{oops", "RECO_EXPERIMENTS is not valid JSON"),
         (Experiments.parse, "{}", "RECO_EXPERIMENTS must be a JSON list of experiments"),
+        (Experiments.parse, '[{"name": "e", "tenants": [], "variants": [{"name": "a", '
+                            '"share": 1}]}]', "tenants\n  List should have at least 1 item"),
+        (Experiments.parse, '[{"name": "e", "tenants": ["Shop A"], "variants": [{"name": "a", '
+                            '"share": 1}]}]', "tenants.0\n  String should match pattern"),
         # json.loads takes NaN and Infinity: a NaN factor once demoted the item silently
         (Rules.parse, '{"*": {"boost": {"c": NaN}}}', "must be finite numbers > 0"),
         (Rules.parse, '{"*": {"boostCategories": {"sale": Infinity}}}', "must be finite"),

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from shared.model_registry import ActiveModels, ModelVersion, set_active
@@ -101,6 +102,34 @@ def test_an_experiment_variant_can_serve_an_older_version(
     versions = {b["variant"]: b["modelVersion"] for b in bodies}
     assert versions == {"old": v1, "new": v2}
     assert all(b["source"] == "cache" for b in bodies)
+
+
+def test_users_of_a_variant_naming_an_unknown_version_are_outside_the_experiment(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Labelled with the variant, they were served the active version: the experiment
+    compared control with control."""
+    from shared.stores.factory import build_backends
+    from tests.helpers import runtime_on
+
+    experiments = [{"name": "vs", "variants": [
+        {"name": "typo", "share": 0.5, "modelVersion": "v19990101000000000000"},
+        {"name": "new", "share": 0.5},
+    ]}]
+    base = azure_runtime(redis_client, cosmos_endpoint, azurite_connection)
+    settings = base.settings.model_copy(update={"experiments": json.dumps(experiments)})
+    runtime = runtime_on(settings, build_backends(settings))
+    version = publish_catalogue(runtime, users=[f"u{n}" for n in range(10)])
+    runtime.recommender.warm("default")
+    client = client_for(runtime)
+    with caplog.at_level("WARNING", logger="shared.serving.recommender"):
+        bodies = [client.get(f"/api/recommendations/u{n}").json() for n in range(10)
+                  for _ in range(3)]
+    assert {b["modelVersion"] for b in bodies} == {version}
+    assert {b["variant"] for b in bodies} == {"new", None}  # nobody labelled "typo"
+    assert None in {b["variant"] for b in bodies}
+    assert len([r for r in caplog.records if "does not have" in r.getMessage()]) == 1
 
 
 def test_rolling_back_to_a_version_in_memory_makes_it_the_served_one(

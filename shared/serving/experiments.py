@@ -15,10 +15,14 @@ experiment. The variant's settings override the defaults only where they are giv
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.ids import ID_PATTERN
 from shared.settings import parse_json_setting
+
+TenantId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 class Variant(BaseModel):
@@ -35,7 +39,8 @@ class Experiment(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=64)
-    tenants: list[str] | None = None  # None: every tenant
+    # None: every tenant; an empty list or an id no request can name would run for nobody
+    tenants: list[TenantId] | None = Field(None, min_length=1)
     variants: list[Variant] = Field(min_length=1)
 
     @model_validator(mode="after")

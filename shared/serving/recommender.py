@@ -187,6 +187,8 @@ class Recommender:
         # (tenant, version) -> (refresh after, trending rows it was built from, by item code)
         self._window_memo: dict[tuple[str, str], tuple[float, object, FloatArray | None]] = {}
         self._window_refreshing: set[str] = set()
+        # (tenant, version) a variant names but the tenant does not have -> when to look again
+        self._unknown_variant_versions: dict[tuple[str, str], float] = {}
         config = getattr(online, "config", None)
         self._window_seconds = max(float(getattr(config, "trending_read_cache_seconds", 5)), 1.0)
         active.use_guard(lambda fn: self.breakers.store.call(fn, self._retry))
@@ -433,6 +435,21 @@ class Recommender:
         assigned = self.experiments.assign(q.tenant, q.user_id)
         use_reranker, share = True, self.diversity
         experiment = variant = None
+        if assigned is not None and (wanted := assigned[1].model_version) not in (
+                None, data.version):
+            if self._variant_version_unknown(q.tenant, wanted):
+                assigned = None  # outside the experiment: never control labelled as the variant
+            elif blocking:
+                found = self._variant_data(q.tenant, wanted)
+                if found is None:
+                    assigned = None
+                else:
+                    data = found
+            else:
+                loaded = self.models.loaded(q.tenant, wanted)
+                if loaded is None:
+                    return None  # may need a store read or a load: the blocking path
+                data = loaded
         if assigned is not None:
             exp, var = assigned
             experiment, variant = exp.name, var.name
@@ -440,14 +457,6 @@ class Recommender:
                 use_reranker = var.rerank
             if var.diversity is not None:
                 share = var.diversity
-            if var.model_version and var.model_version != data.version:
-                if blocking:
-                    data = self._variant_data(q.tenant, var.model_version, data)
-                else:
-                    loaded = self.models.loaded(q.tenant, var.model_version)
-                    if loaded is None:
-                        return None  # may need a store read or a load: the blocking path
-                    data = loaded
         key = candidates_cache_key(q.tenant, data.version, q.user_id)
         return _Plan(data, key, use_reranker, share, experiment, variant)
 
@@ -554,17 +563,24 @@ class Recommender:
             chosen, new_id(), plan.experiment, plan.variant,
         )
 
-    def _variant_data(self, tenant: str, version: str, fallback: VersionData) -> VersionData:
+    def _variant_version_unknown(self, tenant: str, version: str) -> bool:
+        until = self._unknown_variant_versions.get((tenant, version))
+        return until is not None and time.monotonic() < until
+
+    def _variant_data(self, tenant: str, version: str) -> VersionData | None:
+        """The version a variant serves; None while it loads, and when the tenant has no such
+        version (then logged, and looked up again after a minute)."""
         loaded = self.models.loaded(tenant, version)
         if loaded is not None:
             return loaded
         model = self._active.version(tenant, version)
         if model is None:
-            log.warning("experiment variant names version %s, unknown for tenant %s",
-                        version, tenant)
-            return fallback
+            log.warning("experiment variant names version %s, which tenant %s does not have; "
+                        "its users are outside the experiment", version, tenant)
+            self._unknown_variant_versions[(tenant, version)] = time.monotonic() + 60.0
+            return None
         data = self.models.for_model(model, active=False)
-        return data if data.version == version and data.complete else fallback
+        return data if data.version == version and data.complete else None
 
     def _content_based(self, data: VersionData, context: Sequence[str]
                        ) -> tuple[list[str], FloatArray] | None:
