@@ -20,9 +20,14 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_sample_data_then_retrain_publishes_a_version(tmp_path: Path) -> None:
     sample = tmp_path / "sample.csv"
     assert _run(tmp_path, "sample-data", "--out", str(sample)).returncode == 0
+    lines = sample.read_text().splitlines()
+    last = lines[-1].split(",")
+    lines.append(",".join(["not a valid id", *last[1:]]))  # cleaning drops this user's row
+    sample.write_text("\n".join(lines) + "\n")
     done = _run(tmp_path, "retrain", "--interactions", str(sample))
     assert done.returncode == 0, done.stderr
-    assert "published version v" in done.stdout and "500 users" in done.stdout
+    assert "published version v" in done.stdout and ": 500 users" in done.stdout  # not 501
+    assert f"interactions (of {len(lines) - 1} read)" in done.stdout
     assert list((tmp_path / "data" / "artifacts" / "default").glob("v*/manifest.json"))
 
 

@@ -29,7 +29,7 @@ from shared.stores.errors import BackendError
 from shared.stores.factory import build_backends
 from tests.conftest import azure_settings
 from tests.helpers import client_for, runtime_on
-from tests.retrain_data import clustered, ease_trainer
+from tests.retrain_data import clustered, ease_trainer, least_popular_trainer
 from training.publish import (
     EXPIRED,
     FILLING,
@@ -319,6 +319,24 @@ def test_a_run_given_data_trains_it_after_finishing_an_interrupted_publish(
     assert result.version is not None
     published = load_model(runtime.backends.artifacts, TENANT, result.version)
     assert sorted(published.user_ids.tolist()) == sorted(given.user_ids.tolist())
+
+
+def test_a_rejected_run_still_says_it_finished_an_interrupted_publish(runtime: Runtime) -> None:
+    retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(), config=CONFIG)
+    _proxy(runtime, fail_after=CHUNK + 1)
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+    (pending,) = [str(d["id"]) for d in version_docs(runtime.backends.store, TENANT)
+                  if version_status(d) == FILLING]
+    _proxy(runtime)
+
+    result = retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=least_popular_trainer(),
+                            config=CONFIG)
+
+    assert result.status == "rejected"
+    assert result.message.startswith(
+        f"tenant '{TENANT}': finished the interrupted publish of version {pending}")
+    assert "the new model was not published" in result.message
 
 
 def test_a_user_deleted_while_the_fill_runs_is_not_brought_back_by_it(

@@ -535,7 +535,10 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
                 handed = _maybe_hand_off(runtime, tenant, max_rows, rows=len(data))
                 if handed is not None:
                     return handed
-            return run_pipeline(runtime, data, tenant, trainer, cfg)
+            result = run_pipeline(runtime, data, tenant, trainer, cfg)
+            if resumed is not None and result.status != "published":  # say what did change
+                result.message = f"{finished.message}; then {result.message}"
+            return result
     except lease.LeaseHeld as exc:
         return RetrainResult(tenant, "skipped",
                              f"tenant '{tenant}': another retrain is running ({exc}); skipped")

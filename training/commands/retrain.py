@@ -27,8 +27,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"tenant '{tenant}' is not valid: {ID_RULE}")
     data, metadata = read(args.interactions, args)
     version = train_and_publish(runtime, data, tenant, metadata)
+    # what was trained and published: cleaning may have dropped rows, users and items
+    rows = dict(version.manifest.get("rows") or {})
     print(
         f"published version {version.version} for tenant '{tenant}': "
-        f"{data.n_users} users, {data.n_items} items, {len(data)} interactions"
+        f"{rows.get('users', data.n_users)} users, {rows.get('items', data.n_items)} items, "
+        f"{rows.get('interactions', len(data))} interactions (of {len(data)} read)"
     )
     return 0
