@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from shared.feedback.process import process_batch
+from shared.feedback.process import CategoryOf, process_batch
 from shared.model_registry import ActiveModels
 from shared.online_state import OnlineState, build_online_state, config_from
 from shared.serving import gc_settings
@@ -26,7 +26,8 @@ class Runtime:
 
 
 def build_event_sink(
-    settings: Settings, backends: Backends, online: OnlineState | None = None
+    settings: Settings, backends: Backends, online: OnlineState | None = None,
+    category_of: CategoryOf | None = None,
 ) -> EventSink:
     if settings.eventhub_connection_string or settings.eventhub_namespace:
         from azure.eventhub import EventHubProducerClient
@@ -43,7 +44,8 @@ def build_event_sink(
             )
         return EventHubSink(producer, max_retries=settings.eventhub_max_retries)
     return DirectSink(lambda bodies: process_batch(
-        backends.store, bodies, online, default_tenant=settings.default_tenant
+        backends.store, bodies, online, category_of=category_of,
+        default_tenant=settings.default_tenant,
     ))
 
 
@@ -52,7 +54,7 @@ def build_runtime(settings: Settings, backends: Backends) -> Runtime:
     active = ActiveModels(backends.store, settings.active_version_refresh_seconds)
     online = build_online_state(backends.cache, config_from(settings))
     recommender = Recommender.from_settings(settings, backends, active, online)
-    sink = build_event_sink(settings, backends, online)
+    sink = build_event_sink(settings, backends, online, recommender.category_of)
     return Runtime(settings, backends, active, recommender, sink, online)
 
 

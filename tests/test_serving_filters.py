@@ -198,6 +198,24 @@ def test_popular_and_trending_lists(catalogue) -> None:
     assert after["source"] == "trending" and ids(after) == ["i07", "i03"]
 
 
+def test_trending_per_category_counts_events_that_name_no_category(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str
+) -> None:
+    """The item's category comes from the model, also in a process that has not loaded it
+    yet (a feedback worker; here a fresh runtime's own event path)."""
+    runtime = azure_runtime(redis_client, cosmos_endpoint, azurite_connection,
+                            RECO_TRENDING_READ_CACHE_SECONDS=1)
+    publish_catalogue(runtime, tenant="cats")  # stored; this runtime has not loaded it
+    assert runtime.recommender.models.current("cats") is None
+    now = datetime.now(UTC).isoformat()
+    events = [{"eventId": f"c{n}", "userId": f"x{n}", "itemId": "i03", "type": "purchase",
+               "timestamp": now} for n in range(3)]
+    client = client_for(runtime)
+    assert client.post("/api/events?tenant=cats", json=events).status_code == 202
+    books = client.get("/api/trending?k=2&category=books&tenant=cats").json()
+    assert ids(books)[0] == "i03"
+
+
 def test_unknown_user_gets_items_like_the_session_context(catalogue) -> None:
     runtime, _ = catalogue
     body = client_for(runtime).get("/api/recommendations/newbie?k=4&recent=i12").json()

@@ -223,11 +223,18 @@ class Recommender:
         return self.models.for_model(self.model_for(tenant))
 
     def category_of(self, tenant: str, item_id: str) -> str | None:
-        """The item's first category in the tenant's loaded version (feedback's trending per
-        category uses it); no I/O, None when unknown."""
+        """The item's first category in the tenant's version (feedback's trending per category
+        uses it); None when unknown. Loads the version in a process that has not yet (a
+        feedback worker serves no requests), so early events are counted in their category."""
         data = self.models.current(tenant)
-        code = None if data is None else data.index.get(item_id)
-        if data is None or code is None:
+        if data is None:
+            try:
+                data = self.data_for(tenant)
+            except Exception as exc:  # no model yet, or the registry is unreadable: no category
+                log.debug("no category for tenant %s: %s", tenant, exc)
+                return None
+        code = data.index.get(item_id)
+        if code is None:
             return None
         cats = data.categories_of(code)
         return cats[0] if cats else None
