@@ -30,6 +30,12 @@ from training import cli
         (Rules.parse, '{"*": {"boost": {"c": NaN}}}', "must be finite numbers > 0"),
         (Rules.parse, '{"*": {"boostCategories": {"sale": Infinity}}}', "must be finite"),
         (Rules.parse, '{"*": {"boost": {"c": 0}}}', "must be finite numbers > 0"),
+        (Rules.parse, '{"shop ": {"blocked": ["x"]}}', "'shop ' is not a tenant id"),
+        (Rules.parse, '{"shop": {"pinned": [{"itemId": "no such / item"}]}}',
+         "pinned.0.itemId\n  String should match pattern"),
+        (Rules.parse, '{"shop": {"blocked": ["ok", "not ok"]}}', "blocked"),
+        (Rules.parse, '{"shop": {"pinned": [{"itemId": "p"}, {"itemId": "p", "position": 2}]}}',
+         "an item is pinned twice"),
     ],
 )
 def test_bad_json_settings_are_named(parse, text: str, message: str) -> None:

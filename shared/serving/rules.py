@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
 from shared.settings import parse_json_setting
+
+ItemId = Annotated[str, Field(pattern=ID_PATTERN)]  # an id no request or model could carry
+# would never match: refused, so that a typo is found at start-up, not in the answers
 
 
 class Pin(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    item_id: str = Field(alias="itemId", min_length=1)
+    item_id: ItemId = Field(alias="itemId")
     position: int = Field(1, ge=1, le=100)
 
 
@@ -32,9 +37,16 @@ class TenantRules(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     pinned: list[Pin] = Field(default_factory=list)
-    boost: dict[str, float] = Field(default_factory=dict)  # item -> score factor (> 0)
+    boost: dict[ItemId, float] = Field(default_factory=dict)  # item -> score factor (> 0)
     boost_categories: dict[str, float] = Field(default_factory=dict, alias="boostCategories")
-    blocked: frozenset[str] = frozenset()
+    blocked: frozenset[ItemId] = frozenset()
+
+    @model_validator(mode="after")
+    def _one_pin_per_item(self) -> TenantRules:
+        items = [p.item_id for p in self.pinned]
+        if len(set(items)) != len(items):
+            raise ValueError("an item is pinned twice")
+        return self
 
     @property
     def empty(self) -> bool:
@@ -59,6 +71,9 @@ class Rules:
         raw = parse_json_setting(text, where, dict, "a JSON object keyed by tenant")
         if raw is None:
             return cls()
+        bad = [t for t in raw if t != "*" and not is_valid_id(str(t))]
+        if bad:
+            raise ValueError(f"{where}: {bad[0]!r} is not a tenant id ({ID_RULE}) nor \"*\"")
         try:
             parsed = {str(t): TenantRules.model_validate(r) for t, r in raw.items()}
         except ValidationError as exc:
