@@ -235,6 +235,9 @@ resource eventHubs 'Microsoft.EventHub/namespaces@2024-01-01' = {
 resource feedbackHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
   parent: eventHubs
   name: feedbackHubName
+  dependsOn: [
+    captureAccess // Capture's identity needs its Storage role before Capture is switched on
+  ]
   properties: {
     partitionCount: 8
     messageRetentionInDays: 7

@@ -87,6 +87,7 @@ def test_job_definition_has_what_the_jobs_api_requires(name: str, job: dict[str,
     env = first_cluster.spark_env_vars or {}
     for value in env.values():  # secrets come from a secret scope, never inline
         assert "{{secrets/" in value or not re.search(r"(?i)key|password|token", value)
+    assert "RECO_EXPERIMENTS" in env  # its pinned versions must survive this job's expiry
 
 
 class _JobsApi(BaseHTTPRequestHandler):

@@ -93,3 +93,24 @@ def test_local_settings_example_and_readme_name_the_same_settings() -> None:
         assert any(n in readme for n in names), f"README does not document {name}"
         if not any(n in NOT_IN_AZURE for n in names):
             assert any(n in example for n in names), f"local.settings.json.example lacks {name}"
+
+
+def test_every_template_parameter_comes_from_the_azd_environment() -> None:
+    """A parameter azd does not map keeps its default on every provision, which also wipes a
+    value set by hand in the portal (app settings are replaced as a whole)."""
+    declared = set(re.findall(r"^param (\w+) ", (INFRA / "main.bicep").read_text(), re.M))
+    mapped = set(json.loads((INFRA / "main.parameters.json").read_text())["parameters"])
+    assert declared == mapped
+
+
+def test_capture_is_switched_on_after_its_identity_may_write_to_storage() -> None:
+    text = (INFRA / "resources.bicep").read_text()
+    hub = text[text.index("resource feedbackHub "):text.index("resource consumerGroup ")]
+    assert re.search(r"dependsOn: \[\s*captureAccess", hub)
+
+
+def test_the_function_app_package_leaves_out_what_it_does_not_run() -> None:
+    ignored = {line.strip().rstrip("/") for line in (ROOT / ".funcignore").read_text()
+               .splitlines() if line.strip() and not line.startswith("#")}
+    assert {"tests", "bench", ".venv", "node_modules", ".git", ".data"} <= ignored
+    assert not {"shared", "training", "function_app.py", "host.json"} & ignored
