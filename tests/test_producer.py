@@ -143,3 +143,22 @@ def test_direct_sink_hands_the_same_json_to_the_handler() -> None:
     events = _events(2)
     assert DirectSink(got.append).send(events) == 2
     assert [json.loads(b) for b in got[0]] == events
+
+
+def test_an_unreachable_event_hub_is_a_backend_error_after_retries_nothing_sent() -> None:
+    """The first create_batch opens the connection: its failure was a bare ConnectError (a 500
+    on POST /api/events, a traceback in replay-events)."""
+    producer = FakeProducer()
+    refusals = [transient(), transient(), transient(), transient()]
+
+    def connect_then_batch(partition_key: str | None = None, **_: Any) -> EventDataBatch:
+        if refusals:
+            raise refusals.pop(0)
+        return EventDataBatch(max_size_in_bytes=producer.max_size, partition_key=partition_key)
+
+    producer.create_batch = connect_then_batch  # type: ignore[method-assign]
+    sink, sleeps = _sink(producer, retries=2)
+    with pytest.raises(BackendError, match="event hubs unreachable, nothing was sent"):
+        sink.send(_events(2, users=1))
+    assert producer.sent == [] and len(sleeps) == 2
+    assert sink.send(_events(2, users=1)) == 2  # the link comes back after one more refusal

@@ -12,10 +12,12 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from shared.stores.errors import BackendError
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 RawEvent = Mapping[str, Any]
@@ -112,28 +114,31 @@ class EventHubSink:
         self._sleep = sleep
         self.retries = 0  # transient failures overcome, for logs and tests
 
-    def _send_with_retry(self, batch: Any) -> None:
+    def _with_retry(self, call: Callable[[], T]) -> T:
+        """`call()`, retried on transient Event Hubs errors with jittered exponential backoff
+        (opening the connection, which the first `create_batch` does, as much as sending)."""
         from azure.eventhub.exceptions import EventHubError
 
-        for attempt in range(self._max_retries + 1):
+        attempt = 0
+        while True:
             try:
-                self._producer.send_batch(batch)
-                return
+                return call()
             except EventHubError as exc:
                 if not _is_transient(exc) or attempt == self._max_retries:
                     raise
                 delay = min(self._max_backoff, self._backoff * 2**attempt)
                 delay *= 0.5 + random.random() / 2  # jitter: producers do not retry in step
                 self.retries += 1
-                log.warning("event hubs send failed (%s); retry %d in %.2fs",
+                log.warning("event hubs call failed (%s); retry %d in %.2fs",
                             type(exc).__name__, attempt + 1, delay)
                 self._sleep(delay)
+                attempt += 1
 
     def _batches(self, key: str, bodies: list[bytes]) -> list[Any]:
         """The events of one partition key packed into as few batches as the limit allows."""
         from azure.eventhub import EventData
 
-        batches = [self._producer.create_batch(partition_key=key)]
+        batches = [self._new_batch(key)]
         for body in bodies:
             data = EventData(body)
             try:
@@ -144,7 +149,7 @@ class EventHubSink:
                         f"an event of {len(body)} bytes is larger than the Event Hubs batch "
                         f"limit of {batches[-1].max_size_in_bytes} bytes"
                     ) from None
-                batches.append(self._producer.create_batch(partition_key=key))
+                batches.append(self._new_batch(key))
                 try:
                     batches[-1].add(data)
                 except ValueError:
@@ -154,6 +159,9 @@ class EventHubSink:
                     ) from None
         return [b for b in batches if len(b)]
 
+    def _new_batch(self, key: str) -> Any:
+        return self._with_retry(lambda: self._producer.create_batch(partition_key=key))
+
     def send(self, events: Sequence[RawEvent]) -> int:
         """Sends every event or raises; an event too large for any batch, or not valid JSON,
         fails the call before anything is sent."""
@@ -162,12 +170,15 @@ class EventHubSink:
         by_key: dict[str, list[bytes]] = defaultdict(list)
         for e, body in zip(events, encode_all(events), strict=True):
             by_key[partition_key(e)].append(body)
-        planned = [(key, self._batches(key, bodies)) for key, bodies in by_key.items()]
+        try:
+            planned = [(key, self._batches(key, bodies)) for key, bodies in by_key.items()]
+        except EventHubError as exc:
+            raise BackendError(f"event hubs unreachable, nothing was sent: {exc}") from exc
         sent = 0
         try:
             for _, batches in planned:
                 for batch in batches:
-                    self._send_with_retry(batch)
+                    self._with_retry(partial(self._producer.send_batch, batch))
                     sent += len(batch)
         except EventHubError as exc:
             raise BackendError(f"event hubs send failed after {sent} events: {exc}") from exc
