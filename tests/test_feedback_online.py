@@ -343,3 +343,42 @@ def test_a_deletion_during_the_batch_leaves_none_of_the_users_events(
     assert env.online.read_user("shop", "u1") == UserState()
     assert [d["id"] for d in env.store.query_partition("events", "shop|u2")] == ["b"]
     assert env.online.read_user("shop", "u2").recent == ["i1"]
+
+
+def test_a_deletion_between_a_failed_attempt_and_its_retry_leaves_none_of_the_users_events(
+    new_env: EnvFactory,
+) -> None:
+    """The failed attempt wrote u1's event; the retry finds the deletion mark and must remove
+    what that attempt left, not only skip writing it again."""
+    env = new_env()
+    sent = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    batch = [event("a", timestamp=sent, type="purchase"), event("b", userId="u2", timestamp=sent)]
+    with pytest.raises(BackendError):
+        process_batch(env.store, batch, OnlineFailingAfter(env.online, 0))
+    assert [d["id"] for d in env.store.query_partition("events", "shop|u1")] == ["a"]
+    env.online.mark_forgotten("shop", "u1", datetime.now(UTC).timestamp())  # DELETE /api/users
+
+    retry = process_batch(env.store, batch, env.online)
+
+    assert retry.forgotten == 1
+    assert env.store.query_partition("events", "shop|u1") == []
+    assert env.online.read_user("shop", "u1") == UserState()
+    assert env.online.read_user("shop", "u2").recent == ["i1"]
+
+
+def test_bad_events_of_a_user_deleted_after_sending_them_are_not_dead_lettered(
+    new_env: EnvFactory,
+) -> None:
+    env = new_env()
+    sent = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    env.online.mark_forgotten("shop", "u1", datetime.now(UTC).timestamp())
+    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    process_batch(env.store, [
+        event("old", timestamp=sent, type="teleport"),
+        event("no-time", timestamp="yesterday", type="teleport"),
+        event("new", timestamp=later, type="teleport"),  # sent after: a new user's
+        event("other", userId="u2", timestamp=sent, type="teleport"),
+    ], env.online)
+    kept = sorted((d["userId"], json.loads(d["body"])["eventId"])
+                  for d in env.store.scan("deadletters"))
+    assert kept == [("u1", "new"), ("u2", "other")]

@@ -13,7 +13,9 @@ Step 2 runs before step 3, so a failure anywhere leaves nothing that a re-run wo
 
 Events of a user deleted after sending them (DELETE /api/users came while they were on their
 way) are dropped, never stored: the user's forgotten mark (`shared/online_state.py`) is read
-before step 2 and again after step 3, and what a deletion between the two missed is removed.
+before step 2 and again after step 3, and what a deletion between the two missed is removed;
+what an earlier, failed attempt at the batch wrote for them is removed too, and their bad
+events are not dead-lettered.
 """
 
 from __future__ import annotations
@@ -179,6 +181,32 @@ def _of_forgotten_users(
             if (at := marks.get((e.tenant, e.user_id))) is not None and e.epoch_seconds <= at]
 
 
+def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineState
+                              ) -> dict[str, dict[str, Any]]:
+    """Dead letters whose body names a user deleted after sending it are not kept (a body
+    whose time cannot be read counts as sent before the deletion)."""
+    owners = {(str(d["tenant"]), str(d["userId"])) for d in dead.values() if "userId" in d}
+    marks = online.forgotten_marks(list(owners)) if owners else {}
+    if not marks:
+        return dead
+    kept = {}
+    for key, doc in dead.items():
+        at = marks.get((str(doc.get("tenant")), str(doc.get("userId"))))
+        if at is None or _body_time(str(doc["body"])) > at:
+            kept[key] = doc
+    return kept
+
+
+def _body_time(text: str) -> float:
+    """The unix time a rejected body claims, or -inf when it claims none readable."""
+    try:
+        stamp = json.loads(text).get("timestamp")
+        when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return float("-inf")
+
+
 def _remove_written(store: DocumentStore, online: OnlineState,
                     events: list[FeedbackEvent]) -> None:
     """Undoes this batch's writes for users deleted while it was being applied."""
@@ -210,11 +238,15 @@ def process_batch(
             continue
         # the store's identity of an event: its id within the user's partition
         events.setdefault(f"{parsed.tenant}|{parsed.user_id}|{parsed.event_id}", parsed)
+    if dead and online is not None:
+        dead = _without_forgotten_owners(dead, online)
     if dead:
         store.upsert_many(DEADLETTERS, list(dead.values()))
         log.warning("dead-lettered %d of %d events", len(result.rejected), len(bodies))
     if events and online is not None:
         dropped = _of_forgotten_users(events, online)
+        if dropped:  # an earlier, failed attempt at this batch may have written them
+            _remove_written(store, online, [events[key] for key in dropped])
         for key in dropped:
             del events[key]
         result.forgotten = len(dropped)
