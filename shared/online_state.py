@@ -239,20 +239,23 @@ class _TrendingReadCache:
                 self._data.popitem(last=False)
 
 
-# One script per tenant and batch. KEYS come in fives per event (the user's marks, recent,
-# user set, trending bucket, category bucket; unused ones repeat the marks key so every key is
-# declared and in the tenant's slot); ARGV: mark TTL, recent limit, user TTL, now, then per
-# event its id, item, timestamp, trending weight, flags (1 recent, 2 user set, 4 trending,
-# 8 category), and the bucket's expiry time.
+# One script per tenant and batch. KEYS come in sevens per event (the user's marks, recent,
+# seen, purchased, disliked, trending bucket, category bucket; unused trending ones repeat the
+# marks key so every key is declared and in the tenant's slot); ARGV: mark TTL, recent limit,
+# user TTL, now, then per event its id, item, timestamp, trending weight, flags (1 recent,
+# 2 seen, 4 trending, 8 category, 16 purchased, 32 disliked), and the bucket's expiry time.
+# After the events, every key of each user the batch touched gets the user TTL again: the
+# state expires after the user's inactivity, not after the last write to one of its sets.
 _APPLY_LUA = """
 local marker_ttl = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local user_ttl = ARGV[3]
 local now = tonumber(ARGV[4])
 local expired = {}  -- keys whose expiry this script already set
+local users = {}  -- first KEYS index of each user group the batch applied events to
 local applied = 0
 local a = 5
-for k = 1, #KEYS, 5 do
+for k = 1, #KEYS, 7 do
   local marks, event = KEYS[k], ARGV[a]
   local lapses = redis.call('ZSCORE', marks, event)
   if not lapses or tonumber(lapses) <= now then
@@ -261,6 +264,7 @@ for k = 1, #KEYS, 5 do
       redis.call('ZREMRANGEBYSCORE', marks, '-inf', now)
       redis.call('EXPIRE', marks, marker_ttl)
       expired[marks] = 1
+      users[#users + 1] = k
     end
     applied = applied + 1
     local item, ts, w = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -271,16 +275,13 @@ for k = 1, #KEYS, 5 do
           and redis.call('ZCARD', key) > limit then
         redis.call('ZREMRANGEBYRANK', key, 0, -(limit + 1))
       end
-      if not expired[key] then redis.call('EXPIRE', key, user_ttl); expired[key] = 1 end
     end
-    if math.floor(flags / 2) % 2 == 1 then
-      local key = KEYS[k + 2]
-      redis.call('SADD', key, item)
-      if not expired[key] then redis.call('EXPIRE', key, user_ttl); expired[key] = 1 end
+    for bit, offset in pairs({[1] = 2, [4] = 3, [5] = 4}) do  -- seen, purchased, disliked
+      if math.floor(flags / (2 ^ bit)) % 2 == 1 then redis.call('SADD', KEYS[k + offset], item) end
     end
     for bit = 2, 3 do
       if math.floor(flags / (2 ^ bit)) % 2 == 1 then
-        local key = KEYS[k + bit + 1]
+        local key = KEYS[k + bit + 3]
         redis.call('ZINCRBY', key, w, item)
         if not expired[key] then redis.call('EXPIREAT', key, exat); expired[key] = 1 end
       end
@@ -288,8 +289,13 @@ for k = 1, #KEYS, 5 do
   end
   a = a + 6
 end
+for _, k in ipairs(users) do
+  for offset = 1, 4 do redis.call('EXPIRE', KEYS[k + offset], user_ttl) end
+end
 return applied
 """
+
+_SET_FLAGS = {"seen": 2, "purchased": 16, "disliked": 32}
 
 
 def _as_str(value: bytes | str) -> str:
@@ -327,13 +333,12 @@ class RedisOnlineState:
             marker = f"{user}:applied"  # applied_key
             hour = int(u.timestamp // HOUR)
             trend = u.trend_weight != 0 and hour >= oldest_hour
-            flags = (1 if u.recent else 0) | (2 if u.user_set else 0)
+            flags = (1 if u.recent else 0) | (_SET_FLAGS[u.user_set] if u.user_set else 0)
             if trend:
                 flags |= 4 | (8 if u.category else 0)
             keys += (
-                marker,
-                f"{user}:recent" if u.recent else marker,
-                f"{user}:{u.user_set}" if u.user_set else marker,
+                marker, f"{user}:recent", f"{user}:seen", f"{user}:purchased",
+                f"{user}:disliked",
                 f"{tag}:tr:{ALL_CATEGORIES}:{hour}" if trend else marker,
                 f"{tag}:tr:{u.category}:{hour}" if trend and u.category else marker,
             )

@@ -22,6 +22,7 @@ from shared.online_state import (
     RedisOnlineState,
     build_online_state,
     ranking_resp,
+    user_state_keys,
 )
 from shared.stores.cache import AsyncRedis, LruCache, RedisCache, _pack
 from shared.stores.errors import BackendError
@@ -157,6 +158,20 @@ def test_marker_and_user_keys_expire(redis_client: redis.Redis) -> None:
     online.apply([_u("e1", "a", category="c1")])
     for key in redis_client.scan_iter("os:*"):
         assert 0 < redis_client.ttl(key) <= CONFIG.user_ttl_seconds, key
+
+
+def test_any_event_of_a_user_renews_all_their_keys(redis_client: redis.Redis) -> None:
+    """State expires after the user's inactivity: a view must keep their purchases (the
+    in-memory state always did; Redis renewed only the key an event wrote to)."""
+    online = RedisOnlineState(redis_client, CONFIG)
+    online.apply([_u("e1", "a", kind="purchase"), _u("e2", "b", kind="dislike")])
+    keys = user_state_keys("t1", "u1")
+    for role in ("purchased", "disliked"):
+        redis_client.expire(keys[role], 5)  # as if bought and disliked long ago
+    online.apply([_u("e3", "c")])
+    for role in ("recent", "seen", "purchased", "disliked"):
+        assert redis_client.ttl(keys[role]) > CONFIG.user_ttl_seconds - 60, role
+    assert online.read_user("t1", "u1").purchased == frozenset({"a"})
 
 
 def test_forget_user_removes_their_state(online: OnlineState,
