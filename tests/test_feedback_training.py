@@ -201,6 +201,37 @@ def test_a_file_that_is_not_avro_is_a_readable_error(tmp_path: Path) -> None:
         read_capture([bad], "default")
 
 
+def test_a_damaged_capture_file_is_a_readable_error_wherever_the_damage_is(
+    tmp_path: Path,
+) -> None:
+    """fastavro raises zlib, index, key and schema errors on damaged bytes, not only
+    ValueError: each one was a traceback."""
+    good = tmp_path / "good.avro"
+    write_capture_file(good, [ev(f"e{n}") for n in range(20)])
+    raw = good.read_bytes()
+    outcomes = set()
+    for at in range(0, len(raw), 7):
+        damaged = tmp_path / "damaged.avro"
+        damaged.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:])
+        try:
+            read_capture([damaged], "default")
+            outcomes.add("read")
+        except DataError:
+            outcomes.add("refused")
+    assert "refused" in outcomes  # and nothing else escaped
+
+
+def test_capture_events_without_a_tenant_belong_to_the_deployments_default_tenant(
+    tmp_path: Path,
+) -> None:
+    event = ev("e1", kind="purchase")
+    del event["tenant"]
+    write_capture_file(tmp_path / "a.avro", [event])
+    data, _ = read_capture([tmp_path], "shop", default_tenant="shop")
+    assert data is not None and len(data) == 1
+    assert read_capture([tmp_path], "default", default_tenant="shop")[0] is None
+
+
 def test_events_store_gives_the_tenants_interactions(store: DocumentStore) -> None:
     bodies = [json.dumps(e).encode() for e in [
         ev("a", "u1", "i1", "view"), ev("b", "u1", "i2", "purchase"),

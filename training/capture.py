@@ -64,9 +64,12 @@ def iter_bodies(paths: Iterable[Path]) -> Iterator[bytes]:
                     body = record.get("Body") if isinstance(record, dict) else None
                     if body:
                         yield bytes(body)
-        except (ValueError, EOFError, StopIteration) as exc:
+        except OSError:
+            raise
+        except Exception as exc:  # fastavro on a damaged file: zlib, index, key, schema errors
             raise DataError(
-                f"{path} is not a readable Event Hubs Capture (Avro) file: {exc}"
+                f"{path} is not a readable Event Hubs Capture (Avro) file: "
+                f"{type(exc).__name__}: {exc}"
             ) from None
 
 
@@ -77,13 +80,14 @@ class CaptureStats:
 
 
 def iter_event_documents(
-    paths: Iterable[Path], stats: CaptureStats | None = None
+    paths: Iterable[Path], stats: CaptureStats | None = None, default_tenant: str = "default"
 ) -> Iterator[dict[str, Any]]:
-    """Valid events from Capture files, in the events-store document form."""
+    """Valid events from Capture files, in the events-store document form; an event without a
+    tenant is the deployment's default tenant's, as the trigger files it."""
     stats = stats if stats is not None else CaptureStats()
     for body in iter_bodies(paths):
         stats.bodies += 1
-        event = parse_event(body)
+        event = parse_event(body, default_tenant)
         if isinstance(event, str):
             stats.invalid += 1
             continue
@@ -91,11 +95,13 @@ def iter_event_documents(
 
 
 def read_capture(
-    paths: Iterable[Path], tenant: str, since: datetime | None = None
+    paths: Iterable[Path], tenant: str, since: datetime | None = None,
+    default_tenant: str = "default",
 ) -> tuple[Interactions | None, CaptureStats]:
     """The tenant's interactions from Capture files (each event id once) and what was read."""
     stats = CaptureStats()
-    builder = InteractionsBuilder(tenant, since).add_all(iter_event_documents(paths, stats))
+    docs = iter_event_documents(paths, stats, default_tenant)
+    builder = InteractionsBuilder(tenant, since).add_all(docs)
     return builder.build(f"capture:{tenant}"), stats
 
 

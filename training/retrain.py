@@ -477,7 +477,7 @@ def load_interactions(runtime: Runtime, tenant: str, source: Path | None = None,
         from training.capture import read_capture
 
         files = sorted(source.rglob("*.avro")) if source.is_dir() else [source]
-        data, stats = read_capture(files, tenant, since)
+        data, stats = read_capture(files, tenant, since, runtime.settings.default_tenant)
         log.info("tenant %s: capture files read: %s", tenant, stats)
         return data
     from training.interactions import read_csv

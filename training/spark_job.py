@@ -71,8 +71,8 @@ def _format_of(path: str, fmt: str) -> str:
     raise DataError(f"cannot tell the format of {path}; pass --format")
 
 
-def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days: int | None
-                      ) -> Any:
+def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days: int | None,
+                      default_tenant: str = "default") -> Any:
     """DataFrame(user_id, item_id, weight, ts) for the tenant's window.
 
     Feedback events (userId, itemId, type, value, timestamp, tenant) are weighted as in the
@@ -104,7 +104,8 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
             if optional not in df.columns:
                 df = df.withColumn(optional, F.lit(None).cast("string"))
         weights = F.create_map(*[x for k, v in EVENT_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
-        df = df.where(F.coalesce(F.col("tenant"), F.lit("default")) == tenant)
+        # an event without a tenant is the deployment's default tenant's, as the trigger files it
+        df = df.where(F.coalesce(F.col("tenant"), F.lit(default_tenant)) == tenant)
         df = df.where(F.col("type").isin(list(EVENT_WEIGHTS)))
         # A replayed event counts once. An event id is unique per user, as the store keeps
         # events (other users, or tenants, may use the same id); rows without one all count.
@@ -237,7 +238,8 @@ def run_job(spark: Any, runtime: Any, args: argparse.Namespace) -> Any:
     """Reads, then runs the shared retrain pipeline with the Spark trainer; returns its result."""
     from training.retrain import RetrainConfig, retrain_tenant
 
-    df = read_interactions(spark, args.events, args.format, args.tenant, args.window_days)
+    df = read_interactions(spark, args.events, args.format, args.tenant, args.window_days,
+                           runtime.settings.default_tenant)
     data = to_interactions(df, f"spark:{args.events}")
     trainer = spark_als_trainer(spark, args.rank, args.reg, args.alpha, args.max_iter,
                                 args.n_candidates, args.seed, args.blocks)

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.capture:
         from training.capture import iter_event_documents
 
-        docs: Any = iter_event_documents(args.capture)
+        docs: Any = iter_event_documents(args.capture, None, runtime.settings.default_tenant)
         source = f"{len(args.capture)} capture path(s)"
     else:
         docs = runtime.backends.store.scan(EVENTS, {"tenant": tenant})  # filtered in the store
