@@ -317,9 +317,22 @@ def test_replay_bad_files_exit_2_with_a_sentence(
     code, _, err = _cli(capsys, "replay-events", "--file", str(wrong))
     assert code == 2 and "unknown column(s) who, what" in err
     junk = tmp_path / "junk.jsonl"
-    junk.write_text("nope\n[1]\n")
+    junk.write_text("nope\n[1]\n" + "[" * 100_000 + "\n")  # the last: nested too deep
     code, out, _ = _cli(capsys, "replay-events", "--file", str(junk))
-    assert code == 2 and "skipped 2 line(s)" in out
+    assert code == 2 and "skipped 3 line(s)" in out
+    header = "eventId,userId,itemId,type,timestamp,context\n"
+    nan = tmp_path / "nan.csv"
+    nan.write_text(header + 'e1,u1,i1,view,2025-01-01T00:00:00Z,"{""a"": NaN}"\n')
+    code, out, _ = _cli(capsys, "replay-events", "--file", str(nan))
+    assert code == 2 and "skipped 1 line(s)" in out and ": 2" in out
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes((header + "e1,u1,caf\xe9,view,2025-01-01T00:00:00Z,\n").encode("latin-1"))
+    code, _, err = _cli(capsys, "replay-events", "--file", str(latin))
+    assert code == 2 and "not a readable UTF-8 CSV file" in err
+    big = tmp_path / "big.csv"
+    big.write_text(header + "e1,u1," + "x" * 200_000 + ",view,2025-01-01T00:00:00Z,\n")
+    code, _, err = _cli(capsys, "replay-events", "--file", str(big))
+    assert code == 2 and "field larger than field limit" in err
 
 
 def test_replay_publishes_through_event_hubs_in_per_user_batches(tmp_path: Path) -> None:

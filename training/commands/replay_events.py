@@ -55,8 +55,8 @@ def _jsonl(path: Path, bad: list[int]) -> Iterator[dict[str, Any]]:
                 event = json.loads(line)
                 if isinstance(event, dict):
                     encode(event)  # NaN, infinities and lone surrogates: no wire form
-            except (UnicodeDecodeError, json.JSONDecodeError, UnencodableEvent):
-                event = None
+            except (UnicodeDecodeError, json.JSONDecodeError, UnencodableEvent, RecursionError):
+                event = None  # RecursionError: nested deeper than the decoder goes
             if isinstance(event, dict):
                 yield event
             else:
@@ -79,19 +79,31 @@ def _cell(column: str, text: str) -> Any:
     return text
 
 
-def _csv(path: Path) -> Iterator[dict[str, Any]]:
+def _csv(path: Path, bad: list[int]) -> Iterator[dict[str, Any]]:
+    """The file's events; a row with no wire form (a context holding NaN) is a bad line, and
+    a file that is not UTF-8 CSV stops the replay with a sentence naming the line."""
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        unknown = [c for c in header if c not in CSV_COLUMNS]
-        if unknown:
-            raise DataError(
-                f"{path}: unknown column(s) {', '.join(unknown)}; "
-                f"expected some of {', '.join(sorted(set(CSV_COLUMNS.values())))}"
-            )
-        for row in reader:
-            yield {CSV_COLUMNS[c]: _cell(CSV_COLUMNS[c], v) for c, v in row.items()
-                   if c is not None and v not in (None, "")}
+        try:
+            header = reader.fieldnames or []
+            unknown = [c for c in header if c not in CSV_COLUMNS]
+            if unknown:
+                raise DataError(
+                    f"{path}: unknown column(s) {', '.join(unknown)}; "
+                    f"expected some of {', '.join(sorted(set(CSV_COLUMNS.values())))}"
+                )
+            for row in reader:
+                event = {CSV_COLUMNS[c]: _cell(CSV_COLUMNS[c], v) for c, v in row.items()
+                         if c is not None and v not in (None, "")}
+                try:
+                    encode(event)
+                except UnencodableEvent:
+                    bad.append(reader.line_num)
+                    continue
+                yield event
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}, near line {reader.line_num + 1}: not a readable UTF-8 CSV "
+                            f"file ({exc})") from None
 
 
 @dataclass
@@ -118,7 +130,7 @@ def replay(path: Path, sink: EventSink, chunk: int, progress: Any = sys.stderr) 
     if suffix in (".jsonl", ".ndjson", ".json"):
         events = _jsonl(path, bad)
     elif suffix == ".csv":
-        events = _csv(path)
+        events = _csv(path, bad)
     else:
         raise DataError(f"{path}: use a .jsonl (one JSON event per line) or a .csv file")
     started = last = time.monotonic()
