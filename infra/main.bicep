@@ -44,6 +44,9 @@ param databricksJobId string = ''
 @description('Databricks workspace URL for the hand-off (https://adb-....azuredatabricks.net).')
 param databricksHost string = ''
 
+@description('Object id of the service principal the Databricks job signs in with (its secret in the job\'s secret scope); granted the same data access as the Function App. Empty: none.')
+param databricksPrincipalId string = ''
+
 @description('Object id of the deploying user, granted data access for the first training run.')
 param principalId string = ''
 
@@ -74,6 +77,7 @@ module resources 'resources.bicep' = {
     mlflowTrackingUri: mlflowTrackingUri
     databricksJobId: databricksJobId
     databricksHost: databricksHost
+    databricksPrincipalId: databricksPrincipalId
   }
 }
 
@@ -93,3 +97,5 @@ output SERVICE_API_URI string = resources.outputs.functionAppUri
 output COSMOS_ENDPOINT string = resources.outputs.cosmosEndpoint
 output REDIS_HOST string = resources.outputs.redisHost
 output ARTIFACTS_ACCOUNT_URL string = resources.outputs.artifactsAccountUrl
+output CAPTURE_EVENTS_PATH string = resources.outputs.captureEventsPath
+output DATABRICKS_WORKSPACE_URL string = deployDatabricks ? 'https://${databricks.outputs.workspaceUrl}' : ''

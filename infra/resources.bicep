@@ -13,6 +13,7 @@ param experiments string
 param mlflowTrackingUri string
 param databricksJobId string
 param databricksHost string
+param databricksPrincipalId string = ''
 
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var cosmosDatabaseName = 'recommender'
@@ -210,6 +211,22 @@ resource redisAccess 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssi
     accessPolicyName: 'default'
     user: {
       objectId: functionApp.identity.principalId
+    }
+  }
+}
+
+// The Databricks job's service principal (when given) reaches Redis, Cosmos DB and Storage as
+// the Function App does; shared keys are off on all three.
+resource redisDatabricksAccess 'Microsoft.Cache/redisEnterprise/databases/accessPolicyAssignments@2024-09-01-preview' = if (!empty(databricksPrincipalId)) {
+  parent: redisDatabase
+  name: 'databricks'
+  dependsOn: [
+    redisAccess // one access-policy assignment at a time on a database
+  ]
+  properties: {
+    accessPolicyName: 'default'
+    user: {
+      objectId: databricksPrincipalId
     }
   }
 }
@@ -471,6 +488,26 @@ resource cosmosAppAccess 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
   }
 }
 
+resource cosmosDatabricksAccess 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (!empty(databricksPrincipalId)) {
+  parent: cosmos
+  name: guid(cosmos.id, databricksPrincipalId, 'data-contributor')
+  properties: {
+    principalId: databricksPrincipalId
+    roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002'
+    scope: cosmos.id
+  }
+}
+
+resource storageDatabricksAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(databricksPrincipalId)) {
+  name: guid(storage.id, databricksPrincipalId, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    principalId: databricksPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+  }
+}
+
 resource cosmosUserAccess 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (!empty(principalId)) {
   parent: cosmos
   name: guid(cosmos.id, principalId, 'data-contributor')
@@ -486,3 +523,5 @@ output functionAppUri string = 'https://${functionApp.properties.defaultHostName
 output cosmosEndpoint string = cosmos.properties.documentEndpoint
 output redisHost string = redis.properties.hostName
 output artifactsAccountUrl string = storage.properties.primaryEndpoints.blob
+// Where Capture writes the feedback hub's files ({Namespace}/{EventHub}/...): the Databricks job's events_path
+output captureEventsPath string = 'abfss://${captureContainerName}@${storage.name}.dfs.${environment().suffixes.storage}/${eventHubs.name}/${feedbackHubName}/'

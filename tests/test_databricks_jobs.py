@@ -88,6 +88,10 @@ def test_job_definition_has_what_the_jobs_api_requires(name: str, job: dict[str,
     for value in env.values():  # secrets come from a secret scope, never inline
         assert "{{secrets/" in value or not re.search(r"(?i)key|password|token", value)
     assert "RECO_EXPERIMENTS" in env  # its pinned versions must survive this job's expiry
+    # a cluster has no managed identity of its own: DefaultAzureCredential signs in with the
+    # service principal the template grants data access (DATABRICKS_PRINCIPAL_ID)
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"):
+        assert env.get(name, "").startswith("{{secrets/"), name
 
 
 class _JobsApi(BaseHTTPRequestHandler):

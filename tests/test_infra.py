@@ -114,3 +114,12 @@ def test_the_function_app_package_leaves_out_what_it_does_not_run() -> None:
                .splitlines() if line.strip() and not line.startswith("#")}
     assert {"tests", "bench", ".venv", "node_modules", ".git", ".data"} <= ignored
     assert not {"shared", "training", "function_app.py", "host.json"} & ignored
+
+
+def test_the_databricks_principal_gets_the_function_apps_data_access() -> None:
+    """Shared keys are off on Cosmos DB, Storage and Redis: the job's principal needs roles."""
+    text = (INFRA / "resources.bicep").read_text()
+    granted = re.findall(r"resource (\w+) '[^']+' = if \(!empty\(databricksPrincipalId\)\)",
+                         text)
+    assert sorted(granted) == ["cosmosDatabricksAccess", "redisDatabricksAccess",
+                               "storageDatabricksAccess"]
