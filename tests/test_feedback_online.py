@@ -302,16 +302,19 @@ def test_events_sent_before_a_deletion_and_processed_after_it_are_dropped(
     """Event Hubs delivers late: what the user sent before DELETE /api/users must not be
     stored or applied when it arrives after it; what they send afterwards counts."""
     env = new_env()
-    sent = datetime.now(UTC) - timedelta(minutes=5)
-    env.online.mark_forgotten("shop", "u1", datetime.now(UTC).timestamp())
-    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    deleted = datetime.now(UTC) - timedelta(minutes=20)
+    sent = deleted - timedelta(minutes=5)
+    env.online.mark_forgotten("shop", "u1", deleted.timestamp())
+    fast_clock = (deleted + timedelta(minutes=5)).isoformat()  # sent before, a device ahead
+    later = datetime.now(UTC).isoformat()  # after the deletion and any clock skew
     result = process_batch(env.store, [
         event("old1", timestamp=sent.isoformat(), type="purchase"),
         event("old2", timestamp=sent.isoformat(), itemId="i2"),
+        event("skewed", timestamp=fast_clock, itemId="i4"),
         event("other", userId="u2", timestamp=sent.isoformat()),
         event("new", timestamp=later, itemId="i3"),
     ], env.online)
-    assert (result.forgotten, result.accepted, result.duplicates) == (2, 2, 0)
+    assert (result.forgotten, result.accepted, result.duplicates) == (3, 2, 0)
     assert sorted(d["id"] for d in env.store.query_partition("events", "shop|u1")) == ["new"]
     state = env.online.read_user("shop", "u1")
     assert state.recent == ["i3"] and state.purchased == frozenset()
@@ -370,9 +373,10 @@ def test_bad_events_of_a_user_deleted_after_sending_them_are_not_dead_lettered(
     new_env: EnvFactory,
 ) -> None:
     env = new_env()
-    sent = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    env.online.mark_forgotten("shop", "u1", datetime.now(UTC).timestamp())
-    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    deleted = datetime.now(UTC) - timedelta(minutes=20)
+    sent = (deleted - timedelta(minutes=5)).isoformat()
+    env.online.mark_forgotten("shop", "u1", deleted.timestamp())
+    later = datetime.now(UTC).isoformat()
     process_batch(env.store, [
         event("old", timestamp=sent, type="teleport"),
         event("no-time", timestamp="yesterday", type="teleport"),

@@ -410,13 +410,13 @@ def test_training_drops_a_deleted_users_rows_from_before_the_deletion_only(
     from training.retrain import without_deleted_users
 
     forgotten.record(runtime.backends.store, TENANT, "u1", at=datetime.fromtimestamp(1_000, UTC))
-    data = Interactions.from_columns(
-        np.array(["u1", "u1", "u2", "u1"]), np.array(["a", "b", "a", "c"]),
-        np.ones(4, np.float32), np.array([500, 1_000, 700, 2_000]), source="test",
+    data = Interactions.from_columns(  # 1_300: a device clock 5 minutes ahead, sent before
+        np.array(["u1", "u1", "u2", "u1", "u1"]), np.array(["a", "b", "a", "c", "d"]),
+        np.ones(5, np.float32), np.array([500, 1_000, 700, 2_000, 1_300]), source="test",
     )
     records = forgotten.forgotten(runtime.backends.store, TENANT)
     kept, dropped = without_deleted_users(data, TENANT, records)
-    assert dropped == 2
+    assert dropped == 3
     rows = sorted(zip(kept.user_ids[kept.users].tolist(), kept.item_ids[kept.items].tolist(),
                       strict=True))
     assert rows == [("u1", "c"), ("u2", "a")]

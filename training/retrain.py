@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared import forgotten, lease, telemetry
+from shared.feedback.process import SKEW_SECONDS
 from shared.ids import ID_RULE
 from shared.model_registry import ModelVersion
 from shared.runtime import Runtime
@@ -141,11 +142,13 @@ def compact(data: Interactions) -> Interactions:
 def without_deleted_users(data: Interactions, tenant: str, records: dict[str, float]
                           ) -> tuple[Interactions, int]:
     """Drops the rows of users deleted on request that were logged before their deletion
-    (`shared/forgotten.py`: Capture files and exports outlive it); returns how many went."""
+    (`shared/forgotten.py`: Capture files and exports outlive it); returns how many went.
+    Device clocks may run ahead by the skew the feedback schema allows, so rows stamped up to
+    that much after the deletion go too, as the feedback processor drops them."""
     if not records or not len(data):
         return data, 0
     at = np.array([records.get(forgotten.user_digest(tenant, str(u)), -math.inf)
-                   for u in data.user_ids.tolist()], dtype=np.float64)
+                   for u in data.user_ids.tolist()], dtype=np.float64) + SKEW_SECONDS
     drop = data.timestamps <= at[data.users]
     if not drop.any():
         return data, 0

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.feedback.schema import MAX_EVENT_BYTES, EventType, FeedbackEvent
+from shared.feedback.schema import MAX_CLOCK_SKEW, MAX_EVENT_BYTES, EventType, FeedbackEvent
 from shared.ids import ID_RULE
 from shared.online_state import OnlineState, OnlineUpdate
 from shared.stores.documents import DocumentStore
@@ -170,6 +170,12 @@ def create_events(store: DocumentStore, docs: list[dict[str, Any]]) -> int:
     return sum(1 for d in docs if store.create(EVENTS, d))
 
 
+# Event times come from devices, the deletion time from the server: an event stamped up to the
+# clock skew the schema allows after a deletion may have been sent before it, so it goes too
+# (a user who really returns within that time loses those first events).
+SKEW_SECONDS = MAX_CLOCK_SKEW.total_seconds()
+
+
 def _of_forgotten_users(
     events: dict[str, FeedbackEvent], online: OnlineState
 ) -> list[str]:
@@ -178,7 +184,8 @@ def _of_forgotten_users(
     if not marks:
         return []
     return [key for key, e in events.items()
-            if (at := marks.get((e.tenant, e.user_id))) is not None and e.epoch_seconds <= at]
+            if (at := marks.get((e.tenant, e.user_id))) is not None
+            and e.epoch_seconds <= at + SKEW_SECONDS]
 
 
 def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineState
@@ -192,7 +199,7 @@ def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineSta
     kept = {}
     for key, doc in dead.items():
         at = marks.get((str(doc.get("tenant")), str(doc.get("userId"))))
-        if at is None or _body_time(str(doc["body"])) > at:
+        if at is None or _body_time(str(doc["body"])) > at + SKEW_SECONDS:
             kept[key] = doc
     return kept
 
