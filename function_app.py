@@ -7,6 +7,7 @@ The HTTP API is the FastAPI app; the Event Hub and timer handlers are thin calls
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import azure.functions as func
 
@@ -39,11 +40,19 @@ def feedback(events: list[func.EventHubEvent]) -> None:
         runtime.backends.store, [e.get_body() for e in events], runtime.online,
         category_of=runtime.recommender.category_of,
         default_tenant=runtime.settings.default_tenant,
+        received=[_utc(e.enqueued_time) for e in events],
     )
     logging.info(
         "feedback batch: %d accepted, %d duplicates, %d dead-lettered, %d online updates",
         result.accepted, result.duplicates, len(result.rejected), result.online_applied,
     )
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """The enqueued time as an aware datetime (the host gives UTC, possibly naive)."""
+    if when is None:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @app.function_name("retrain")

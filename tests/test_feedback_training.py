@@ -221,6 +221,22 @@ def test_a_damaged_capture_file_is_a_readable_error_wherever_the_damage_is(
     assert "refused" in outcomes  # and nothing else escaped
 
 
+def test_capture_judges_future_timestamps_against_the_enqueued_time_as_the_trigger_does(
+    tmp_path: Path,
+) -> None:
+    """Read hours later, an event stamped 30 minutes after Event Hubs received it is still
+    refused (the trigger dead-lettered it), and one stamped just before is still accepted."""
+    enqueued = NOW - timedelta(hours=2)
+    ahead = ev("ahead", item="i1")
+    ahead["timestamp"] = (enqueued + timedelta(minutes=30)).isoformat()
+    fine = ev("fine", item="i2")
+    fine["timestamp"] = (enqueued - timedelta(minutes=1)).isoformat()
+    write_capture_file(tmp_path / "a.avro", [ahead, fine], enqueued=enqueued)
+    data, stats = read_capture([tmp_path], "default")
+    assert (stats.bodies, stats.invalid) == (2, 1)
+    assert data is not None and data.item_ids.tolist() == ["i2"]
+
+
 def test_capture_events_without_a_tenant_belong_to_the_deployments_default_tenant(
     tmp_path: Path,
 ) -> None:

@@ -7,7 +7,7 @@ The Functions host cannot be installed here, so the handlers are invoked with re
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -95,6 +95,22 @@ def test_a_tenant_whose_retrain_failed_fails_the_timer_invocation_after_the_othe
         monkeypatch.undo()
         get_settings.cache_clear()
         get_runtime.cache_clear()
+
+
+def test_the_trigger_judges_future_timestamps_against_the_enqueued_time(
+    functions: dict[str, Any],
+) -> None:
+    """Processed an hour late (a backlog, retries), an event stamped 30 minutes after Event
+    Hubs received it is still too far in the future, as Capture readers judge it."""
+    enqueued = datetime.now(UTC) - timedelta(hours=1)
+    body = {"eventId": "ahead-1", "tenant": "default", "userId": "late", "itemId": "item1",
+            "type": "view", "timestamp": (enqueued + timedelta(minutes=30)).isoformat()}
+    functions["feedback"].get_user_function()(
+        [func.EventHubEvent(body=json.dumps(body).encode(), enqueued_time=enqueued)])
+    store = get_runtime().backends.store
+    assert store.query_partition("events", "default|late") == []
+    dead = [d for d in store.scan("deadletters") if d.get("userId") == "late"]
+    assert len(dead) == 1 and "more than 10 minutes in the future" in dead[0]["reason"]
 
 
 async def test_http_request_through_the_registered_asgi_function(

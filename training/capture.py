@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,16 @@ def capture_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def iter_bodies(paths: Iterable[Path]) -> Iterator[bytes]:
-    """Every event body in the Capture files, in file order."""
+def enqueued_time(text: object) -> datetime | None:
+    """Capture's `EnqueuedTimeUtc` ("1/31/2025 6:05:09 PM"), or None when unreadable."""
+    try:
+        return datetime.strptime(str(text), "%m/%d/%Y %I:%M:%S %p").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def iter_records(paths: Iterable[Path]) -> Iterator[tuple[bytes, datetime | None]]:
+    """Every event body in the Capture files with its enqueued time, in file order."""
     import fastavro
 
     for path in capture_files(paths):
@@ -61,9 +69,11 @@ def iter_bodies(paths: Iterable[Path]) -> Iterator[bytes]:
                 if path.stat().st_size == 0:
                     continue
                 for record in fastavro.reader(f):
-                    body = record.get("Body") if isinstance(record, dict) else None
+                    if not isinstance(record, dict):
+                        continue
+                    body = record.get("Body")
                     if body:
-                        yield bytes(body)
+                        yield bytes(body), enqueued_time(record.get("EnqueuedTimeUtc"))
         except OSError:
             raise
         except Exception as exc:  # fastavro on a damaged file: zlib, index, key, schema errors
@@ -85,9 +95,9 @@ def iter_event_documents(
     """Valid events from Capture files, in the events-store document form; an event without a
     tenant is the deployment's default tenant's, as the trigger files it."""
     stats = stats if stats is not None else CaptureStats()
-    for body in iter_bodies(paths):
+    for body, received in iter_records(paths):
         stats.bodies += 1
-        event = parse_event(body, default_tenant)
+        event = parse_event(body, default_tenant, received)  # judged as the trigger judged it
         if isinstance(event, str):
             stats.invalid += 1
             continue
@@ -105,15 +115,18 @@ def read_capture(
     return builder.build(f"capture:{tenant}"), stats
 
 
-def write_capture_file(path: Path, bodies: Iterable[bytes | dict[str, Any]]) -> int:
+def write_capture_file(path: Path, bodies: Iterable[bytes | dict[str, Any]],
+                       enqueued: datetime | None = None) -> int:
     """Writes bodies as Capture does (for tests and local replays); returns how many."""
     import fastavro
 
+    when = (enqueued or datetime.now(UTC)).astimezone(UTC)
+    stamp = f"{when.month}/{when.day}/{when.year} {when.strftime('%I:%M:%S %p').lstrip('0')}"
     records = []
     for n, body in enumerate(bodies):
         raw = json.dumps(body).encode() if isinstance(body, dict) else body
         records.append({
-            "SequenceNumber": n, "Offset": str(n * 512), "EnqueuedTimeUtc": "1/1/2025 0:00:00 AM",
+            "SequenceNumber": n, "Offset": str(n * 512), "EnqueuedTimeUtc": stamp,
             "SystemProperties": {}, "Properties": {}, "Body": raw,
         })
     path.parent.mkdir(parents=True, exist_ok=True)

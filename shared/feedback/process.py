@@ -86,17 +86,19 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_event(body: bytes | str, default_tenant: str = "default") -> FeedbackEvent | str:
+def parse_event(body: bytes | str, default_tenant: str = "default",
+                received: datetime | None = None) -> FeedbackEvent | str:
     """The event, or a sentence saying why it cannot be accepted.
 
     An event without a tenant belongs to the deployment's default tenant, the one serving
-    answers for when a request names none.
+    answers for when a request names none. `received` (Event Hubs' enqueued time) is what
+    "in the future" is judged against; now when not known.
     """
     size = len(body.encode() if isinstance(body, str) else body)
     if size > MAX_EVENT_BYTES:
         return f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit"
     try:
-        event = FeedbackEvent.model_validate_json(body)
+        event = FeedbackEvent.model_validate_json(body, context={"received": received})
     except ValidationError as exc:
         return _reason(exc)
     if "tenant" not in event.model_fields_set and event.tenant != default_tenant:
@@ -230,14 +232,18 @@ def process_batch(
     online: OnlineState | None = None,
     category_of: CategoryOf | None = None,
     default_tenant: str = "default",
+    received: Sequence[datetime | None] | None = None,
 ) -> BatchResult:
-    """Applies one delivered batch; raises only when a backend fails (the batch is retried)."""
+    """Applies one delivered batch; raises only when a backend fails (the batch is retried).
+
+    `received`: each body's Event Hubs enqueued time, when the trigger knows it."""
     result = BatchResult()
     events: dict[str, FeedbackEvent] = {}  # one batch may repeat an event
     dead: dict[str, dict[str, Any]] = {}
     now = datetime.now(UTC)
-    for body in bodies:
-        parsed = parse_event(body, default_tenant)
+    times = list(received) if received is not None else [None] * len(bodies)
+    for body, at in zip(bodies, times, strict=True):
+        parsed = parse_event(body, default_tenant, at)
         if isinstance(parsed, str):
             doc = dead_letter_document(body, parsed, now, default_tenant)
             dead[doc["id"]] = doc
