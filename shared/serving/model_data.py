@@ -126,6 +126,9 @@ class Reranker:
         outputs = [o.name for o in self.session.get_outputs()]
         # Versions published before the re-ranker became a regressor carry a classifier.
         self.output = "probabilities" if "probabilities" in outputs else outputs[-1]
+        # One row now: a model whose input disagrees with the feature list (it opens fine)
+        # must fail here, at load, not in every request
+        self.score(np.zeros((1, len(FEATURES)), dtype=np.float32))
 
     def score(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         x = rows if self.columns is None else rows[:, self.columns]
@@ -244,9 +247,11 @@ class VersionData:
                 return Candidates(CodedItems(self.item_ids, codes), scores, codes)
             data = orjson.loads(raw)
             items, score_list = data["items"], data["scores"]
-            if type(items) is not list:
-                raise TypeError("items is not a list")
+            if type(items) is not list or not all(type(i) is str for i in items):
+                raise TypeError("items is not a list of ids")
             scores = np.fromiter(score_list, np.float32, len(score_list))
+            if not np.isfinite(scores).all():
+                raise ValueError("scores that are not finite numbers")
         if scores.size != len(items):
             raise ValueError(f"{len(items)} items but {scores.size} scores")
         return Candidates(items, scores, self.codes(items))
@@ -321,9 +326,12 @@ def load_version(artifacts: ArtifactStore, model: ModelVersion) -> VersionData:
     listed = manifest.get("files")  # absent in artifacts written before it was kept
 
     def optional(name: str) -> bytes | None:
-        """A file of this artifact; one the manifest does not name was left by another."""
-        if isinstance(listed, list) and name not in listed:
-            return None
+        """A file of this artifact; one the manifest does not name was left by another, and
+        one it names must be there (a version missing it is not served: the previous stays)."""
+        if isinstance(listed, list):
+            if name not in listed:
+                return None
+            return artifacts.get(f"{prefix}/{name}")  # ArtifactNotFound fails the load
         return _get_optional(artifacts, f"{prefix}/{name}")
 
     meta_raw = optional("items.json")
@@ -536,11 +544,11 @@ class ModelCache:
         """`for_model(model)` when it would not wait for a load, else None (async callers then
         call `for_model` in a thread)."""
         data = self._loaded.get((model.tenant, model.version))
-        if data is not None and data.complete:
+        if data is not None and data.complete and self._current.get(model.tenant) is data:
             return data
         if self._current.get(model.tenant) is None and data is None:
             return None  # nothing loaded for the tenant: for_model may wait
-        return self.for_model(model)
+        return self.for_model(model)  # also makes a loaded one current (a rollback to it)
 
     def for_model(self, model: ModelVersion, active: bool = True) -> VersionData:
         key = (model.tenant, model.version)

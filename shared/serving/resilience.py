@@ -116,7 +116,10 @@ class CircuitBreaker:
             except PoolExhausted:
                 self._not_counted()
                 raise
-            except Exception:
+            except BaseException as exc:  # a cancelled call still settles a half-open probe
+                if not isinstance(exc, Exception):
+                    self._not_counted()
+                    raise
                 self.failure()
                 if attempt + 1 >= attempts:
                     raise
@@ -138,7 +141,10 @@ class CircuitBreaker:
             except PoolExhausted:
                 self._not_counted()
                 raise
-            except Exception:
+            except BaseException as exc:  # a cancelled call still settles a half-open probe
+                if not isinstance(exc, Exception):
+                    self._not_counted()
+                    raise
                 self.failure()
                 if attempt + 1 >= attempts:
                     raise
