@@ -168,3 +168,14 @@ def test_a_tracking_failure_never_logs_the_credentials_in_the_tracking_uri(
     logged = caplog.text
     assert "could not record the run in MLflow" in logged and "127.0.0.1:9" in logged
     assert "S3cr3tT0ken" not in logged and "svc:" not in logged
+
+
+def test_the_gate_holds_out_pairs_so_repeated_pairs_do_not_blind_it(runtime: Runtime) -> None:
+    """Split by row, the latest rows held out were purchases of items viewed earlier, in the
+    train part: no model could score them, and the gate compared zeros."""
+    from tests.training.test_repeated_pairs import viewed_then_bought
+
+    bought_weeks_later = viewed_then_bought(clustered(n_users=120, seed=3), later=90 * 86400)
+    result = retrain_tenant(runtime, "shop", bought_weeks_later, ease_trainer(),
+                            RetrainConfig(window_days=None, gate_tolerance=0.5))
+    assert result.gate is not None and result.gate.candidate_metrics["ndcg@10"] > 0.2

@@ -140,6 +140,25 @@ class Interactions:
             m.data[:] = 1.0
         return m
 
+    def one_row_per_pair(self) -> Interactions:
+        """One row per (user, item): its strongest weight and its latest time (a view then a
+        purchase of the same item). Splits of the raw rows could put one pair on both sides,
+        and an item the model has already seen can never be a hit: validation went blind."""
+        if len(self) == 0:
+            return self
+        key = self.users.astype(np.int64) * max(self.n_items, 1) + self.items
+        order = np.lexsort((self.timestamps, key))
+        sorted_key = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        if starts.size == len(self):
+            return self
+        last = np.r_[starts[1:], len(self)] - 1  # the latest row of each pair
+        strongest = np.maximum.reduceat(self.weights[order], starts)
+        return Interactions(
+            self.user_ids, self.item_ids, self.users[order][last], self.items[order][last],
+            strongest.astype(np.float32), self.timestamps[order][last], self.source,
+        )
+
     def subset(self, mask: npt.NDArray[np.bool_]) -> Interactions:
         """Rows selected by mask, keeping the same vocabularies (codes stay comparable)."""
         return Interactions(

@@ -85,6 +85,7 @@ class DefaultPipeline:
         """Steps 1-3: the blend tuned on validation, fitted on the first fold's fit part (what
         the re-ranker learns to re-order). Fills the report's plan, parameters and weights."""
         cfg = self.config
+        train = train.one_row_per_pair()
         fit, val = validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed)
         plan = choose(train.n_items, cfg.memory_budget, weighted=_varies(train.weights),
                       timed=_varies(train.timestamps))
@@ -103,6 +104,7 @@ class DefaultPipeline:
 
     def fit(self, train: Interactions, categories: npt.NDArray[np.float32] | None = None) -> None:
         cfg = self.config
+        train = train.one_row_per_pair()
         t0 = time.perf_counter()
         tuned = self.tune(train)
         t1 = time.perf_counter()

@@ -419,7 +419,8 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
                                                forgotten.forgotten(backends.store, tenant))
     data, prep = prepare(data, cfg.window_days)
     prep["deleted_user_rows"] = deleted_rows
-    train, test = temporal_split(data, cfg.holdout_fraction)
+    # by pair: a pair on both sides (a view then a purchase) is a hit no model can score
+    train, test = temporal_split(data.one_row_per_pair(), cfg.holdout_fraction)
     gate_model = trainer(train)  # train keeps the holdout's codes: evaluation maps by id anyway
     active = _active_model(backends, tenant)
     gate = quality_gate(gate_model, train, test, active, cfg.gate_tolerance, cfg.k)
