@@ -177,3 +177,20 @@ def test_file_errors_left_over_exit_2_but_others_keep_their_traceback(
     monkeypatch.setattr("training.commands.recommend.load", fails(ConnectionResetError(104, "x")))
     with pytest.raises(ConnectionResetError):
         main(["recommend", "--model", str(tiny_model), "--out", str(tmp_path / "r.csv")])
+
+
+def test_users_with_two_items_each_train_a_popularity_model_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """With one or two items per user, none can be held out to tune on: the validation split
+    was empty and training failed with a traceback."""
+    data = tmp_path / "two.csv"
+    lines = ["user_id,item_id,timestamp"]
+    for u in range(150):
+        lines += [f"u{u},i{u % 30},{1000 + u}", f"u{u},i{(u + 7) % 30},{2000 + u}"]
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "model"
+    assert main(["train", "--interactions", str(data), "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generator"] == "popularity"
+    assert "too few to tune on" in manifest["parameters"]["reason"]

@@ -26,8 +26,18 @@ MIN_ITEMS = 10
 SIMILAR_PER_ITEM = 20
 
 
+MIN_VALIDATION_USERS = 10  # users with enough distinct items to hold some out for tuning
+MIN_ITEMS_TO_HOLD_OUT = 3  # a user with fewer keeps all of them in the fit part
+
+
 def too_small(data: Interactions) -> bool:
-    return len(data) < MIN_ROWS or data.n_users < MIN_USERS or data.n_items < MIN_ITEMS
+    """Too little to tune on: few rows, users or items, or too few users who can lend the
+    validation split an item (with one or two items each, it would be empty)."""
+    if len(data) < MIN_ROWS or data.n_users < MIN_USERS or data.n_items < MIN_ITEMS:
+        return True
+    pairs = data.one_row_per_pair()
+    per_user = np.bincount(pairs.users, minlength=data.n_users)
+    return int((per_user >= MIN_ITEMS_TO_HOLD_OUT).sum()) < MIN_VALIDATION_USERS
 
 
 def item_stats_npz(data: Interactions) -> bytes:
@@ -70,7 +80,7 @@ def train_default(
         model = train_popularity(data, n_candidates)
         model.parameters["reason"] = (
             f"{len(data)} interactions, {data.n_users} users, {data.n_items} items: "
-            "too few to tune on, popularity used"
+            "too few to tune on (or too few users with 3+ items to hold some out), popularity used"
         )
         model.extra_files["item_stats.npz"] = item_stats_npz(data)
         model.item_metadata = dict(item_metadata or {})
