@@ -100,7 +100,8 @@ def _one_sentence(capsys: pytest.CaptureFixture[str]) -> str:
     ("inf.csv", b"user_id,item_id,timestamp\n1,2,inf\n", "line 2: column 'timestamp' has"),
     ("short.csv", b"user_id,item_id\n1\n", "line 2: expected 2 comma-separated fields"),
     ("latin.csv", b"user_id,item_id\n\xe9,2\n", "is not UTF-8 text"),
-], ids=["not-parquet", "inf-time", "short-row", "not-utf8"])
+    ("blank.csv", b"user_id,item_id\nu1,i1\n ,i2\n", "line 3: an empty 'user_id' cell"),
+], ids=["not-parquet", "inf-time", "short-row", "not-utf8", "empty-id"])
 def test_bad_interaction_files_exit_2_with_a_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path, name: str,
     body: bytes, expected: str,
@@ -194,3 +195,11 @@ def test_users_with_two_items_each_train_a_popularity_model_with_the_reason(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generator"] == "popularity"
     assert "too few to tune on" in manifest["parameters"]["reason"]
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path: Path, tiny_model: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM, which was read as part of 'user_id'."""
+    test = tmp_path / "bom.csv"
+    test.write_bytes("user_id,item_id\nu1,i1\n".encode("utf-8-sig"))
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(test)]) == 0

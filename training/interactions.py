@@ -215,14 +215,19 @@ def read_csv(
     items: list[str] = []
     weights: list[float] = []
     times: list[int] = []
-    with p.open(newline="", encoding="utf-8") as fh:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    with p.open(newline="", encoding="utf-8-sig") as fh:
         header, rows = csv_rows(fh, p, (user_col, item_col))
         has_w = weight_col is not None and weight_col in header
         has_t = time_col is not None and time_col in header
         for line_no, row in rows:
             try:
-                users.append(row[user_col].strip())
-                items.append(row[item_col].strip())
+                user, item = row[user_col].strip(), row[item_col].strip()
+                if not user or not item:
+                    raise ValueError(f"an empty '{user_col if not user else item_col}' cell; "
+                                     "every row needs a user and an item id")
+                users.append(user)
+                items.append(item)
                 if has_w:
                     weights.append(parse_weight(row[str(weight_col)], str(weight_col)))
                 if has_t:

@@ -96,12 +96,16 @@ def catalog_coverage(recs: IntArray, n_items: int, k: int = 10) -> float:
 def novelty(
     recs: IntArray, item_user_counts: npt.NDArray[np.floating], n_users: int, k: int = 10
 ) -> float:
-    """Mean self-information -log2(p(item)) of recommended items, p = share of users who saw it."""
+    """Mean self-information -log2(p(item)) of recommended items, p = share of users who saw it.
+
+    Counts of interactions rather than of users (repeated events) can exceed the users: p is
+    capped at 1, so novelty is never negative."""
     top = np.asarray(recs)[:, :k]
     valid = top[top >= 0]
     if valid.size == 0:
         return 0.0
-    p = np.maximum(np.asarray(item_user_counts, np.float64)[valid], 1.0) / max(n_users, 1)
+    users = max(n_users, 1)
+    p = np.clip(np.asarray(item_user_counts, np.float64)[valid], 1.0, users) / users
     return float(np.mean(-np.log2(p)))
 
 

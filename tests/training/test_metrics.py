@@ -62,6 +62,10 @@ def test_coverage_novelty_popularity_bias() -> None:
     expected = np.mean([-math.log2(c / 8) for c in (4, 2, 1, 1, 1)])
     assert metrics.novelty(RECS, counts, n_users=8, k=3) == pytest.approx(expected)
     assert metrics.popularity_bias(RECS, counts, k=3) == pytest.approx(np.mean([4, 2, 1, 1, 1]) / 4)
+    # interaction counts above the number of users (repeated events): p is capped at 1
+    assert metrics.novelty(RECS, counts * 10, n_users=8, k=3) == pytest.approx(
+        np.mean([-math.log2(min(c * 10, 8) / 8) for c in (4, 2, 1, 1, 1)]))
+    assert metrics.novelty(RECS, counts * 10, n_users=8, k=3) >= 0
 
 
 def test_intra_list_diversity() -> None:
