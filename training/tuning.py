@@ -199,7 +199,7 @@ class BlendScorer:
     def score(self, w: Sequence[float]) -> float:
         values = []
         for (users, truth, exclude, n_items), parts in zip(self._folds, self.parts, strict=True):
-            total = np.asarray(sum(wi * c for wi, c in zip(w, parts, strict=True)))
+            total = np.asarray(sum(wi * c for wi, c in zip(w, parts, strict=True) if wi))
             recs, _ = top_n(total.__getitem__, np.arange(users.size), self.k, exclude, n_items)
             values.append(metrics.ndcg_at_k(recs, truth, self.k))
         return float(np.mean(values))

@@ -1,4 +1,4 @@
-"""Event data repeats (user, item) pairs (a view, then a purchase): training splits by pair."""
+"""Event data repeats (user, item) pairs and carries extreme weights: tuning stays sighted."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def test_tuning_on_repeated_pairs_scores_what_it_would_on_the_pairs() -> None:
     """Split by row, a pair landed on both sides: its validation item was 'seen', every
     trial scored 0 and the blend was chosen blind."""
     data = viewed_then_bought(clustered(n_users=120, seed=3))
+    pipe = DefaultPipeline(PipelineConfig(budget_seconds=2.0, rerank=False))
+    pipe.fit(data)
+    assert pipe.report.val_ndcg > 0.2
+
+
+def test_extreme_weights_break_one_member_not_the_blends_tuning() -> None:
+    """Weights of 1 and 1e36 (legal float32 values) give the centred member non-finite scores;
+    a weight of 0 times NaN is NaN, so every blend scored 0 and tuning was blind."""
+    base = clustered(n_users=120, seed=3)
+    weights = np.ones(len(base), np.float32)
+    weights[::2] = 1e36  # their float32 mean overflows
+    data = Interactions(base.user_ids, base.item_ids, base.users, base.items, weights,
+                        base.timestamps, base.source)
     pipe = DefaultPipeline(PipelineConfig(budget_seconds=2.0, rerank=False))
     pipe.fit(data)
     assert pipe.report.val_ndcg > 0.2

@@ -24,7 +24,7 @@ class CentredEASE(EASE):
 
     def fit_interactions(self, data: Interactions) -> None:
         weights = data.matrix()
-        weights.data -= weights.data.mean()
+        weights.data -= np.float32(weights.data.mean(dtype=np.float64))  # float32 sum overflows
         self.fit(weights)
 
 

@@ -24,8 +24,12 @@ from training.interactions import Interactions
 
 
 def standardise_rows(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-    """(s - mean) / std per row, so one weight per model is comparable across users."""
+    """(s - mean) / std per row, so one weight per model is comparable across users. Scores a
+    member could not compute (NaN, infinities: e.g. from extreme weights) count as 0, so one
+    broken member cannot poison the blend."""
     s = np.asarray(scores, dtype=np.float32)
+    if not np.isfinite(s).all():
+        s = np.where(np.isfinite(s), s, np.float32(0.0))
     mean = s.mean(axis=1, keepdims=True)
     std = s.std(axis=1, keepdims=True)
     return np.asarray((s - mean) / np.maximum(std, 1e-9), dtype=np.float32)
