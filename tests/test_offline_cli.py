@@ -203,3 +203,31 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path: Path, tiny_model: Path,
     test = tmp_path / "bom.csv"
     test.write_bytes("user_id,item_id\nu1,i1\n".encode("utf-8-sig"))
     assert main(["evaluate", "--model", str(tiny_model), "--test", str(test)]) == 0
+
+
+def test_a_train_that_fails_while_writing_leaves_no_folder_recommend_would_accept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Overwriting an earlier model, a full disk after the first file left the new candidates
+    under the old manifest, which `recommend` served as the old model."""
+    data = tmp_path / "in.csv"
+    data.write_text("user_id,item_id\nu1,a\nu1,b\nu2,b\nu3,c\n")
+    out = tmp_path / "m"
+    assert main(["train", "--interactions", str(data), "--out", str(out)]) == 0
+    from shared.stores.artifacts import LocalArtifactStore
+
+    real_put = LocalArtifactStore.put
+    writes = [0]
+
+    def disk_full_after_one(self: LocalArtifactStore, path: str, blob: bytes) -> None:
+        writes[0] += 1
+        if writes[0] > 1:
+            raise OSError(28, "No space left on device", path)  # as the OS reports it
+        real_put(self, path, blob)
+
+    monkeypatch.setattr(LocalArtifactStore, "put", disk_full_after_one)
+    assert main(["train", "--interactions", str(data), "--out", str(out)]) == 2
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["recommend", "--model", str(out), "--out", str(tmp_path / "r.csv")]) == 2
+    assert "manifest" in _one_sentence(capsys)

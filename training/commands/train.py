@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     manifest = manifest_of(model, "offline", version, created.isoformat(), rows,
                            {"fit_seconds": round(seconds, 2), "source": str(args.interactions)})
     _step(f"writing the artifact to {args.out}")
+    # An earlier model's manifest would vouch for a half-written folder if writing failed:
+    # without one, `recommend` and `evaluate` refuse the folder until a write completes.
+    (args.out / "manifest.json").unlink(missing_ok=True)
     write_artifact(LocalArtifactStore(args.out), model, manifest, prefix="")
     print(f"trained {model.generator} in {seconds:.1f} s; artifact {version} written to "
           f"{args.out} ({data.n_users} users x {args.candidates} candidates)")
