@@ -205,3 +205,23 @@ def test_an_unexpected_failure_answers_the_popular_list_with_the_requests_filter
     body = response.json()
     assert body["source"] == "degraded"
     assert [i["itemId"] for i in body["items"]] == ["i06", "i05", "i04"]  # popular books
+
+
+def test_a_cache_key_of_the_wrong_type_is_a_store_read_not_a_redis_outage(
+    redis_client, cosmos_endpoint: str, azurite_connection: str,
+) -> None:
+    """WRONGTYPE counted as a Redis failure: a few requests for one user opened the cache
+    breaker for everyone, and the key was never repaired."""
+    from shared.keys import candidates_cache_key
+    from tests.test_serving_support import make_catalogue
+
+    runtime, version = make_catalogue(redis_client, cosmos_endpoint, azurite_connection)
+    runtime.recommender.warm("default")
+    key = candidates_cache_key("default", version, "u1")
+    redis_client.delete(key)
+    redis_client.rpush(key, "not", "a", "string")  # a list where a string belongs
+    client = client_for(runtime)
+    sources = [client.get("/api/recommendations/u1?k=3").json()["source"] for _ in range(8)]
+    assert sources[0] == "store" and sources[-1] == "cache" and "degraded" not in sources
+    assert runtime.recommender.breakers.cache.state == "closed"
+    assert client.get("/api/recommendations/u2?k=3").json()["source"] == "cache"

@@ -43,6 +43,7 @@ from shared.serving.ranking import (
 from shared.serving.rerank_batch import RerankBatcher
 from shared.serving.resilience import BreakerOpen, Breakers, Retry
 from shared.serving.rules import Rules
+from shared.stores.cache import BadReply
 from shared.stores.errors import BackendError
 from shared.stores.factory import Backends
 
@@ -468,9 +469,13 @@ class Recommender:
         return _Plan(data, key, use_reranker, share, experiment, variant)
 
     def _read_cached(self, q: Query, key: str) -> tuple[RankingState, bytes | None, bool]:
-        """Online state and cached candidates; whether the read failed (the answer degrades)."""
+        """Online state and cached candidates; whether the read failed (the answer degrades).
+        A key Redis refuses (wrong type) is a miss: the store's write-back replaces it."""
         try:
             state, raw = self._read_user(q.tenant, q.user_id, key)
+        except BadReply as exc:
+            log.warning("cache key of a user unreadable, reading the store: %s", exc)
+            return NOTHING_KNOWN, None, False
         except Exception as exc:
             log.debug("cache unavailable, reading the store: %s", exc)
             return NOTHING_KNOWN, None, True
@@ -488,6 +493,9 @@ class Recommender:
             state, raw = await self.breakers.cache.call_async(
                 lambda: online.read_ranking_with_async(q.tenant, q.user_id, key), self._retry
             )
+        except BadReply as exc:
+            log.warning("cache key of a user unreadable, reading the store: %s", exc)
+            return NOTHING_KNOWN, None, False
         except Exception as exc:
             log.debug("cache unavailable, reading the store: %s", exc)
             return NOTHING_KNOWN, None, True

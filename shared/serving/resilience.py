@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from shared import telemetry
-from shared.stores.cache import PoolExhausted
+from shared.stores.cache import BadReply, PoolExhausted
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class CircuitBreaker:
                 raise BreakerOpen(f"{self.name} circuit is open")
             try:
                 result = fn()
-            except PoolExhausted:
+            except (PoolExhausted, BadReply):  # this process or this key, not the backend
                 self._not_counted()
                 raise
             except BaseException as exc:  # a cancelled call still settles a half-open probe
@@ -138,7 +138,7 @@ class CircuitBreaker:
                 raise BreakerOpen(f"{self.name} circuit is open")
             try:
                 result = await fn()
-            except PoolExhausted:
+            except (PoolExhausted, BadReply):  # this process or this key, not the backend
                 self._not_counted()
                 raise
             except BaseException as exc:  # a cancelled call still settles a half-open probe

@@ -26,6 +26,12 @@ class PoolExhausted(BackendError):
     fine. Not a backend failure (circuit breakers do not count it)."""
 
 
+class BadReply(BackendError):
+    """Redis answered with an error for this call's keys (a key of the wrong type: WRONGTYPE).
+    The backend is fine and other keys read well: not a backend failure (circuit breakers do
+    not count it); the request reads the store, whose write-back replaces the key."""
+
+
 class HotCache(Protocol):
     name: str
 
@@ -104,6 +110,8 @@ def redis_error(what: str, exc: redis.RedisError) -> BackendError:
     """The error to raise for a failed Redis call: pool waits are our saturation, not Redis."""
     if isinstance(exc, redis.ConnectionError) and str(exc) == NO_CONNECTION:
         return PoolExhausted(f"{what}: no free Redis connection (this process is saturated)")
+    if isinstance(exc, redis.ResponseError):
+        return BadReply(f"{what}: Redis refused a key: {exc}")
     return BackendError(f"{what} failed: {exc}")
 
 
