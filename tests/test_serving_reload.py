@@ -167,3 +167,25 @@ def test_files_left_by_an_earlier_model_in_the_folder_are_not_read(tmp_path: Pat
     again = load_version(store, ModelVersion("t", "v1", "2026-01-01T00:00:00+00:00", []))
     assert again.reranker is None
     assert again.neighbours is None
+
+
+def test_one_tenants_unparseable_artifact_does_not_stop_another_tenants_load(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
+) -> None:
+    """Parsing ran under the shared artifacts breaker: a truncated file of tenant ta opened
+    it, and tenant tb's healthy version then failed with 'artifacts circuit is open'."""
+    runtime = azure_runtime(redis_client, cosmos_endpoint, azurite_connection,
+                            RECO_BREAKER_FAILURES=1)
+    broken = publish_catalogue(runtime, tenant="ta")
+    artifacts = runtime.backends.artifacts
+    (npz,) = [p for p in artifacts.list(f"ta/{broken}/") if p.endswith("similar.npz")]
+    artifacts.put(npz, artifacts.get(npz)[:40])  # truncated
+    fine = publish_catalogue(runtime, tenant="tb")
+    client = client_for(runtime)
+    client.get("/api/recommendations/u1?tenant=ta")
+    runtime.recommender.models.wait_idle()
+    body = client.get("/api/recommendations/u1?tenant=tb").json()
+    runtime.recommender.models.wait_idle()
+    body = client.get("/api/recommendations/u1?tenant=tb").json()
+    assert (body["modelVersion"], body["source"]) == (fine, "cache")
+    assert runtime.recommender.breakers.artifacts.state == "closed"

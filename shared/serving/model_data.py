@@ -508,6 +508,38 @@ def _created_unix(model: ModelVersion) -> float:
     return created.timestamp()
 
 
+class _GuardedArtifacts:
+    """The artifact store with each read under the artifacts breaker: storage failures count,
+    a file that is missing or that does not parse (one tenant's broken artifact) does not,
+    so it cannot stop other tenants' versions from loading."""
+
+    def __init__(self, artifacts: ArtifactStore, breaker: CircuitBreaker) -> None:
+        self._artifacts = artifacts
+        self._breaker = breaker
+        self.name = getattr(artifacts, "name", "artifacts")
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            return self._artifacts.get(path)
+        except ArtifactNotFound:
+            return None  # an answer from a working store
+
+    def get(self, path: str) -> bytes:
+        found = self._breaker.call(lambda: self._read(path))
+        if found is None:
+            raise ArtifactNotFound(path)
+        return found
+
+    def put(self, path: str, data: bytes) -> None:
+        self._artifacts.put(path, data)
+
+    def list(self, prefix: str) -> list[str]:
+        return self._breaker.call(lambda: self._artifacts.list(prefix))
+
+    def ping(self) -> bool:
+        return self._artifacts.ping()
+
+
 class ModelCache:
     """Loaded versions per tenant; loads happen on one background thread, never in a request.
 
@@ -520,8 +552,7 @@ class ModelCache:
                  wait_seconds: float = 10.0, retry_seconds: float = 5.0,
                  loader: Callable[[ArtifactStore, ModelVersion], VersionData] = load_version,
                  ) -> None:
-        self._artifacts = artifacts
-        self._breaker = breaker
+        self._artifacts = _GuardedArtifacts(artifacts, breaker)
         self._wait = wait_seconds
         self._retry = retry_seconds
         self.loader = loader
@@ -615,7 +646,7 @@ class ModelCache:
     def _load(self, model: ModelVersion) -> VersionData:
         key = (model.tenant, model.version)
         try:
-            data = self._breaker.call(lambda: self.loader(self._artifacts, model))
+            data = self.loader(self._artifacts, model)  # reads under the breaker, not parsing
             if data.reranker is not None:
                 data.feature_table  # noqa: B018 - built here, off the request path
         except Exception as exc:
