@@ -103,7 +103,10 @@ class ActiveModels:
         self._store = store
         self._refresh = refresh_seconds
         self._guard = guard or (lambda fn: fn())  # e.g. the store's circuit breaker
-        self._lock = threading.Lock()
+        # A tenant's first read holds its stripe's lock, never one shared by all tenants: the
+        # event loop's get_nowait for a known tenant must not wait on another tenant's read.
+        self._stripes = [threading.Lock() for _ in range(64)]
+        self._lock = threading.Lock()  # guards `_refreshing` only; never held across a read
         self._known: dict[str, tuple[float, ModelVersion | None]] = {}
         self._versions: dict[tuple[str, str], tuple[float, ModelVersion | None]] = {}
         self._refreshing: set[str] = set()
@@ -120,7 +123,7 @@ class ActiveModels:
         if entry is not None and self._refresh > 0:
             self._refresh_in_background(tenant)
             return entry[1]
-        with self._lock:
+        with self._stripes[hash(tenant) % len(self._stripes)]:
             entry = self._known.get(tenant)
             if entry is not None and now - entry[0] < self._refresh:
                 return entry[1]
@@ -185,9 +188,7 @@ class ActiveModels:
 
         def run() -> None:
             try:
-                with self._lock:
-                    entry = self._known.get(tenant)
-                self._reload(tenant, entry, time.monotonic())
+                self._reload(tenant, self._known.get(tenant), time.monotonic())
             except Exception:  # logged by the store; the next request retries
                 pass
             finally:

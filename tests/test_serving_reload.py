@@ -189,3 +189,33 @@ def test_one_tenants_unparseable_artifact_does_not_stop_another_tenants_load(
     body = client.get("/api/recommendations/u1?tenant=tb").json()
     assert (body["modelVersion"], body["source"]) == (fine, "cache")
     assert runtime.recommender.breakers.artifacts.state == "closed"
+
+
+def test_a_slow_first_read_of_one_tenant_does_not_stall_another_tenants_lookup(
+    tmp_path: Path,
+) -> None:
+    """get_nowait runs on the event loop: it waited on the lock a new tenant's store read
+    held (any caller can name a new tenant), stalling every request of the process."""
+    from shared.stores.documents import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    slow_reads = threading.Event()
+    real_read = store.read
+
+    def read(container: str, item_id: str, partition_key: str) -> object:
+        if partition_key == "new" and slow_reads.is_set():
+            time.sleep(1.0)
+        return real_read(container, item_id, partition_key)
+
+    store.read = read  # type: ignore[method-assign]
+    active = ActiveModels(store, refresh_seconds=0.05)
+    assert active.get("known") is None  # read once, remembered
+    time.sleep(0.06)  # stale: the next lookup refreshes in the background
+    slow_reads.set()
+    first_read = threading.Thread(target=active.get, args=("new",))
+    first_read.start()
+    time.sleep(0.1)  # the new tenant's read is under way
+    started = time.monotonic()
+    assert active.get_nowait("known") == (True, None)
+    assert time.monotonic() - started < 0.2
+    first_read.join()
