@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -202,7 +203,7 @@ def test_a_slow_first_read_of_one_tenant_does_not_stall_another_tenants_lookup(
     slow_reads = threading.Event()
     real_read = store.read
 
-    def read(container: str, item_id: str, partition_key: str) -> object:
+    def read(container: str, item_id: str, partition_key: str) -> dict[str, Any] | None:
         if partition_key == "new" and slow_reads.is_set():
             time.sleep(1.0)
         return real_read(container, item_id, partition_key)
