@@ -158,7 +158,9 @@ class OnlineConfig:
         # Events older than the window never touch trending; while an event is inside the
         # window its marker is alive, so a replay at any age cannot count twice.
         if self.dedupe_ttl_seconds < self.trending_window_hours * HOUR:
-            raise ValueError("the dedupe TTL must cover the trending window")
+            raise ValueError(
+                "RECO_FEEDBACK_DEDUPE_TTL_SECONDS must cover RECO_TRENDING_WINDOW_HOURS "
+                f"({self.dedupe_ttl_seconds} s < {self.trending_window_hours} h): raise it too")
 
     def decay(self, age_hours: int) -> float:
         return math.pow(0.5, age_hours / self.trending_half_life_hours)

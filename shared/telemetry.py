@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from shared.settings import get_settings
+from shared.settings import ConfigurationError, get_settings
 
 log = logging.getLogger(__name__)
 _configured = False
@@ -77,9 +77,16 @@ _meter.create_observable_gauge(
 
 
 def configure_telemetry() -> bool:
-    """Sends traces, metrics and logs to Application Insights when the setting is present."""
+    """Sends traces, metrics and logs to Application Insights when the setting is present.
+
+    Called when the Function App is imported: a setting that cannot be used must not stop
+    the app from loading (its routes then answer 503 naming the setting), so it is logged."""
     global _configured
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:
+        log.error("telemetry not configured: %s", exc)
+        return False
     if _configured or not settings.appinsights_connection_string:
         return _configured
     from azure.monitor.opentelemetry import configure_azure_monitor

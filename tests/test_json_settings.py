@@ -113,3 +113,26 @@ def test_a_bad_setting_stops_the_cli_with_a_sentence(
                                       "0 30 9 1,15 JAN-JUN sun", "00:05:00", "1.12:00:00"])
 def test_schedules_the_functions_host_takes_are_taken(schedule: str) -> None:
     assert Settings(RETRAIN_SCHEDULE=schedule).retrain_schedule == schedule
+
+
+def test_a_bad_setting_does_not_stop_the_function_app_from_loading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """function_app.py configures telemetry at import: a setting Settings refuses raised
+    there, so no function loaded, /api/health included, instead of the documented 503s."""
+    from shared.telemetry import configure_telemetry
+
+    monkeypatch.setenv("RECO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECO_CANDIDATES_PER_USER", "5")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    try:
+        assert configure_telemetry() is False
+        client = TestClient(create_app())
+        assert client.get("/api/health").status_code == 200
+        response = client.get("/api/recommendations/u1")
+        assert response.status_code == 503
+        assert response.json()["error"].startswith("configuration: RECO_CANDIDATES_PER_USER")
+    finally:
+        get_settings.cache_clear()
+        get_runtime.cache_clear()
