@@ -8,6 +8,7 @@ everything runs embedded (in-process cache, SQLite, local folder, direct event c
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,23 @@ class Settings(BaseSettings):
     # NCRONTAB's six fields, or a TimeSpan (dedicated plans): the host refuses anything else
     retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE",
                                   pattern=SCHEDULE_PATTERN)
+
+    @field_validator("cosmos_endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        # never quote the value: a connection string pasted here carries the account key
+        if value is not None and (not re.fullmatch(r"https?://[^\s;@]+", value)):
+            raise ValueError("must be the account's https:// endpoint URL alone (a "
+                             "connection string is refused, and the value is not repeated)")
+        return value
+
+    @field_validator("redis_host")
+    @classmethod
+    def _host_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9.\-]+", value):
+            raise ValueError("must be a host name alone (no scheme, password, port or path; "
+                             "the value is not repeated)")
+        return value
 
     @field_validator("api_key")
     @classmethod

@@ -91,6 +91,11 @@ def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
     ("RETRAIN_SCHEDULE", "0 0 3 * * 1-9", "day of week: '1-9' is outside 0-6"),
     ("RETRAIN_SCHEDULE", "0:99:99", "a TimeSpan needs hh < 24, mm < 60"),
     ("RECO_API_KEY", "clé-secrète", "must be printable ASCII"),
+    # a connection string or URL with the key, pasted where an endpoint or host belongs: the
+    # SDKs quoted it in errors that reached 503 answers and logs
+    ("COSMOS_ENDPOINT", "AccountEndpoint=https://a.documents.azure.com:443/;AccountKey=S3cr3t==;",
+     "must be the account's https:// endpoint URL alone"),
+    ("REDIS_HOST", "rediss://:S3cr3t@cache.example.net:6380", "must be a host name alone"),
 ])
 def test_a_bad_setting_stops_the_cli_with_a_sentence(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -104,6 +109,7 @@ def test_a_bad_setting_stops_the_cli_with_a_sentence(
         assert cli.main(["list-versions"]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: configuration: {name}: ") and message in err
+        assert "S3cr3t" not in err
     finally:
         get_settings.cache_clear()
         get_runtime.cache_clear()

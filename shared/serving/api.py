@@ -4,6 +4,7 @@
 
 
 import logging
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -336,7 +337,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     def _model_errors(exc: Exception) -> HTTPException:
         if isinstance(exc, NoActiveModel):
             return HTTPException(404, str(exc))
-        return HTTPException(503, str(exc), headers={"Retry-After": "5"})
+        log.warning("model registry: %s", exc)  # the detail may name hosts: server side only
+        return HTTPException(503, "the model registry is unavailable; retry shortly",
+                             headers={"Retry-After": "5"})
 
     def _items_response(produce: Callable[[], ItemList]) -> Response:
         """An item list as JSON; a tenant without a model is a 404, an unreadable registry 503."""
@@ -483,7 +486,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         try:
             removed = rt.recommender.forget_user(tenant, user_id)
         except BackendError as exc:
-            raise HTTPException(503, f"not everything could be removed: {exc}",
+            log.warning("DELETE /api/users: a backend failed: %s", exc)
+            raise HTTPException(503, "not everything could be removed (a backend is "
+                                     "unavailable); retry: what is already removed stays removed",
                                 headers={"Retry-After": "5"}) from None
         return ForgetOut(tenant=tenant, userId=user_id, removed=removed)
 
@@ -520,6 +525,10 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         except UnencodableEvent as exc:
             raise HTTPException(422, f"{exc}; nothing was sent") from None
         except BackendError as exc:
-            raise HTTPException(503, f"events could not be recorded, retry later: {exc}") from None
+            log.warning("POST /api/events: %s", exc)  # the detail names hosts: server side only
+            sent = re.search(r"after (\d+) events", str(exc))
+            raise HTTPException(503, "events could not be recorded (Event Hubs is unavailable), "
+                                     f"retry later; sent before the failure: "
+                                     f"{sent.group(1) if sent else 0}") from None
 
     return app

@@ -294,8 +294,8 @@ class Recommender:
         try:
             found = data.candidates(doc)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("unreadable store document for %s, answering from cold start: %s",
-                        key, exc)
+            log.warning("unreadable store document of a user (version %s), answering from "
+                        "cold start: %s", data.version, exc)  # no key: it holds the user id
             return None, False
         if write_back:
             value = data.cache_value(found)
@@ -320,7 +320,7 @@ class Recommender:
             if self.breakers.cache.call(lambda: online.forgotten_marks([(tenant, user_id)])):
                 self.breakers.cache.call(lambda: self._b.cache.delete([key]))
         except Exception as exc:  # the entry lapses with its TTL; DELETE's retry removes it
-            log.warning("could not check the write-back of %s against deletions: %s", key, exc)
+            log.warning("could not check a cache write-back against deletions: %s", exc)
 
     def _trending(self, tenant: str, categories: Sequence[str] = (),
                   n: int = TRENDING_DEPTH) -> tuple[list[tuple[str, float]], bool]:
@@ -506,7 +506,8 @@ class Recommender:
         try:
             return data.candidates(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("unreadable cache value at %s, reading the store: %s", key, exc)
+            log.warning("unreadable cache value (version %s), reading the store: %s",
+                        data.version, exc)  # no key: it holds the user id
             return None
 
     def _answer(self, q: Query, plan: _Plan, state: RankingState, raw: bytes | None,
