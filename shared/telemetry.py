@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -91,11 +92,39 @@ def configure_telemetry() -> bool:
         return _configured
     from azure.monitor.opentelemetry import configure_azure_monitor
 
-    configure_azure_monitor(connection_string=settings.appinsights_connection_string)
+    configure_azure_monitor(connection_string=settings.appinsights_connection_string,
+                            span_processors=[redacting_processor()])
     _configured = True
     recheck_tracing()
     log.info("telemetry: Application Insights enabled")
     return True
+
+
+# Paths whose next segment is a user id; a query string may carry user and item ids.
+_USER_PATH = re.compile(r"(/api/(?:recommendations|users))/[^/?#]+")
+_URL_ATTRIBUTES = ("url.path", "url.full", "http.target", "http.url")
+
+
+def redacted_url(value: str) -> str:
+    """The URL or path with the user id replaced by its route parameter and no query."""
+    return _USER_PATH.sub(r"\1/{user_id}", value.split("?", 1)[0])
+
+
+def redacting_processor() -> Any:
+    """A span processor that keeps user ids out of request spans (personal data): the HTTP
+    instrumentation records the request's path and query, which name the user."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class RedactUrls(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            attributes = span.attributes or {}
+            for key in _URL_ATTRIBUTES:
+                if key in attributes:
+                    span.set_attribute(key, redacted_url(str(attributes[key])))
+            if "url.query" in attributes:
+                span.set_attribute("url.query", "")
+
+    return RedactUrls()
 
 
 def recheck_tracing() -> None:

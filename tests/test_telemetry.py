@@ -89,3 +89,44 @@ def test_a_training_run_records_its_holdout_metrics(tmp_path) -> None:
     names = {p.attributes["metric"] for p in points}
     assert {"holdout_ndcg@10", "gate_passed"} <= names
     assert {p.attributes["version"] for p in points} == {result.version}
+
+
+def test_request_spans_keep_no_user_id_of_the_url() -> None:
+    """The HTTP instrumentation Application Insights turns on records the path and query:
+    /api/users/<email> (the deletion request itself) and ?user=... reached telemetry."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(telemetry.redacting_processor())
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = provider.get_tracer("test")
+    for path, query in [("/api/recommendations/ann@example.com", "k=3&recent=i1"),
+                        ("/api/users/ann@example.com", ""),
+                        ("/api/items/i9/similar", "user=ann@example.com")]:
+        with tracer.start_as_current_span("GET", attributes={
+                "url.path": path, "url.query": query,
+                "url.full": f"https://h{path}?{query}"}):
+            pass
+    spans = [dict(s.attributes or {}) for s in exported.get_finished_spans()]
+    assert [s["url.path"] for s in spans] == [
+        "/api/recommendations/{user_id}", "/api/users/{user_id}", "/api/items/i9/similar"]
+    assert all("example.com" not in str(s) for s in spans)
+
+
+def test_application_insights_gets_the_redacting_processor(monkeypatch) -> None:
+    import azure.monitor.opentelemetry as monitor
+
+    from shared.settings import Settings
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(monitor, "configure_azure_monitor", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(telemetry, "get_settings", lambda: Settings(
+        APPLICATIONINSIGHTS_CONNECTION_STRING="InstrumentationKey=0"))
+    monkeypatch.setattr(telemetry, "_configured", False)
+    assert telemetry.configure_telemetry()
+    processors = seen["span_processors"]
+    assert isinstance(processors, list) and len(processors) == 1
+    assert type(processors[0]).__name__ == "RedactUrls"
