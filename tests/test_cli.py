@@ -76,3 +76,20 @@ def test_retrain_on_parquet_with_a_timestamp_column_publishes_a_version(tmp_path
     done = _run(tmp_path, "retrain", "--interactions", str(tmp_path / "sample.parquet"))
     assert done.returncode == 0, done.stderr  # was OSError: [Errno 75] Value too large
     assert "published version v" in done.stdout and "500 users" in done.stdout
+
+
+def test_retrain_with_redis_down_says_so_and_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    """Publishing writes to the cache: an unreachable Redis was a BackendError traceback."""
+    from tests import services
+
+    data = tmp_path / "tiny.csv"
+    data.write_text("user_id,item_id\n" + "".join(f"u{n},i{n % 7}\n" for n in range(40)))
+    env = {**os.environ, "RECO_DATA_DIR": str(tmp_path / "data"), "REDIS_HOST": "127.0.0.1",
+           "REDIS_PORT": str(services.free_port()), "REDIS_TIMEOUT_SECONDS": "0.5"}
+    done = subprocess.run([sys.executable, "-m", "training", "retrain", "--interactions",
+                           str(data)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "run the command again" in last
+    assert "Traceback" not in done.stderr

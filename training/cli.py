@@ -8,6 +8,7 @@ import sys
 from types import ModuleType
 
 from shared.settings import ConfigurationError
+from shared.stores.errors import BackendError
 from training.commands import (
     evaluate,
     fill_cache,
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BackendError as exc:  # not the input: a store or the cache is down; retry later
+        print(f"error: {exc}; run the command again once it is reachable (what was done "
+              "stays done: publishing resumes where it stopped)", file=sys.stderr)
+        return 1
     except OSError as exc:
         if exc.filename is None:  # not about a file (a backend, a bug): keep the traceback
             raise
