@@ -231,6 +231,8 @@ def test_a_run_that_failed_half_way_and_is_rerun_ends_as_one_clean_run(
     rerun: BatchResult = process_batch(env.store, batch, env.online)
     assert snapshot(env) == expected
     assert rerun.online_applied == (36 if fail_at == "store" else 36 - 17)
+    if fail_at == "online":  # stored by the failed attempt, applied now: they count now
+        assert (rerun.accepted, rerun.duplicates) == (19, len(batch) - 1 - 19)
 
 
 def test_lost_redis_reply_after_the_scripts_ran_is_safe_to_rerun(

@@ -58,8 +58,8 @@ CategoryOf = Callable[[str, str], "str | None"]  # (tenant, item) -> category, w
 
 @dataclass
 class BatchResult:
-    accepted: int = 0
-    duplicates: int = 0
+    accepted: int = 0  # events this delivery made count (newly stored or newly applied)
+    duplicates: int = 0  # events already fully applied (replays, repeats within the batch)
     rejected: list[str] = field(default_factory=list)  # one reason per dead-lettered event
     online_applied: int = 0  # events whose online updates were new (not replays)
     forgotten: int = 0  # events of users deleted after sending them: dropped, not stored
@@ -266,14 +266,19 @@ def process_batch(
     if events:
         created = create_events(store, [e.to_document() for e in events.values()])
         result.accepted = created
-        result.duplicates = len(bodies) - len(result.rejected) - result.forgotten - created
         if online is not None:
             updates = [u for e in events.values() if (u := online_update(e, category_of))]
             result.online_applied = online.apply(updates)
+            # a retry after an online failure stores nothing new but applies what the failed
+            # attempt did not: those events count as accepted now, not as duplicates
+            result.accepted = max(created, result.online_applied)
             late = _of_forgotten_users(events, online)  # deleted while this batch was written
             if late:
                 _remove_written(store, online, [events[key] for key in late])
                 result.forgotten += len(late)
+                result.accepted = max(0, result.accepted - len(late))
+        result.duplicates = max(0, len(bodies) - len(result.rejected) - result.forgotten
+                                - result.accepted)
     if result.forgotten:
         log.info("dropped %d events of users deleted after sending them", result.forgotten)
     telemetry.events_processed(result.accepted, result.duplicates, len(result.rejected))
