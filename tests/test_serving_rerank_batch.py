@@ -151,3 +151,25 @@ def test_a_version_without_a_named_item_list_refuses_coded_values(served) -> Non
     data.coded = 0  # as for a version published before cached values held codes
     with pytest.raises(ValueError, match="item list"):
         data.candidates(value)
+
+
+def test_training_builds_a_short_lists_rows_as_serving_does(served) -> None:
+    """Training pads a user's short candidate list to the re-ranker's width; rank_frac was
+    then taken over the padded width, so serving (the real length) fed the model other
+    values than it learned from."""
+    _, _, data = served
+    (short,) = _inputs(data, 1, 4, seed=5)
+    serving = features_one(data, *short, now=1.7e9)
+    width = 9
+    codes = np.full((1, width), -1, np.int64)
+    codes[0, :4] = short.codes
+    scores = np.zeros((1, width), np.float32)
+    scores[0, :4] = short.scores
+    wpop = np.zeros((1, width), np.float32)
+    if short.window_pop is not None:
+        wpop[0, :4] = short.window_pop[short.codes]
+    hist = np.full((1, 20), -1, np.int64)
+    hist[0, : short.history.size] = short.history
+    training = build_features(codes, scores, wpop, data.table, hist,
+                              np.array([short.n_user]), np.array([1.7e9]), data.pop_pct)
+    np.testing.assert_array_equal(training[:4], serving)

@@ -100,3 +100,30 @@ def test_select_picks_what_the_plain_greedy_rule_picks(
         got = select(data, sources, k, excluded, categories, rules, share)
         assert got == greedy(data, sources, k, excluded, categories, rules, share), trial
     assert shortcut[True] > 50 and shortcut[False] > 50, shortcut
+
+
+def test_every_pin_lands_at_its_position_and_scores_still_fall_with_rank(
+    data: VersionData,
+) -> None:
+    """Pins went in one by one, each removing its item first: a later pin whose item ranked
+    above an earlier pin's slot moved that earlier pin up by one."""
+    from shared.serving.rules import Pin
+
+    items = [f"i{n:02d}" for n in range(10)]
+    scores = np.linspace(1.0, 0.1, 10).astype(np.float32)
+    rules = TenantRules(pinned=[Pin(item_id="i05", position=2), Pin(item_id="i00", position=3),
+                                Pin(item_id="i29", position=5)])  # i29: not a candidate
+    got = select(data, [(items, scores)], 6, frozenset(), (), rules, 1.0)
+    ids = [s.item_id for s in got]
+    assert (ids.index("i05"), ids.index("i00"), ids.index("i29")) == (1, 2, 4)
+    assert len(ids) == 6 and len(set(ids)) == 6
+    got_scores = [s.score for s in got]
+    assert got_scores == sorted(got_scores, reverse=True)
+
+
+def test_the_diversity_cap_is_not_one_short_from_rounding() -> None:
+    """0.7 * 90 is 62.99999999999999 in binary: the cap came out 62."""
+    import math
+
+    assert math.floor(0.7 * 90) == 62  # the trap
+    assert ranking.category_cap(0.7, 90) == 63

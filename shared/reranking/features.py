@@ -106,7 +106,9 @@ def build_features(
         scores,
         scores - best,
         (scores - mean) / np.maximum(std, 1e-9),
-        np.broadcast_to(np.arange(c, dtype=np.float64) / max(c - 1, 1), (m, c)),
+        # over each row's own candidates, as serving sees a short list (padding is not a rank)
+        np.arange(c, dtype=np.float64)[None, :]
+        / np.maximum(valid.sum(axis=1, keepdims=True) - 1, 1),
         np.log1p(pop),
         pct.astype(np.float64),
         np.log1p(wpop),

@@ -197,6 +197,12 @@ def category_mask(
 Source = tuple[Sequence[str], FloatArray] | tuple[Sequence[str], FloatArray, IntArray]
 
 
+def category_cap(max_share: float, k: int) -> int:
+    """Items one category may fill of the top k (at least 1). The epsilon: 0.7 * 90 is
+    62.999... in binary floating point, and the cap is 63."""
+    return max(1, math.floor(max_share * k + 1e-9)) if max_share < 1 else k
+
+
 def select(
     data: VersionData,
     sources: Iterable[Source],
@@ -212,7 +218,7 @@ def select(
     category (other than requested ones) to at most `max_share` of k where the candidates
     allow it, topping up with the best skipped items when they do not.
     """
-    cap = max(1, math.floor(max_share * k)) if max_share < 1 else k
+    cap = category_cap(max_share, k)
     wanted = {data.category_index[c] for c in categories if c in data.category_index}
     counts = [0] * len(data.category_names)  # items chosen per category code
     chosen: list[Scored] = []
@@ -307,7 +313,10 @@ def _pin(
     data: VersionData, chosen: list[Scored], k: int, excluded: frozenset[str] | set[str],
     categories: Sequence[str], rules: TenantRules,
 ) -> list[Scored]:
-    out = list(chosen)
+    """Pinned items at their positions. All of them leave the list first and then go in by
+    position, so no later pin shifts an earlier one; each takes the score of the slot it
+    takes, so scores still fall with rank."""
+    pins = []
     for pin in sorted(rules.pinned, key=lambda p: p.position):
         item = pin.item_id
         if item in excluded or item in rules.blocked or pin.position > k:
@@ -316,12 +325,17 @@ def _pin(
             mask = category_mask(data, data.codes([item]), categories)
             if mask is not None and not mask[0]:
                 continue
-        existing = next((s for s in out if s.item_id == item), None)
-        if existing is not None:
-            out.remove(existing)
+        pins.append(pin)
+    if not pins:
+        return list(chosen)
+    pinned = {p.item_id for p in pins}
+    own = {s.item_id: s.score for s in chosen if s.item_id in pinned}
+    out = [s for s in chosen if s.item_id not in pinned]
+    for pin in pins:
         slot = min(pin.position - 1, len(out))
-        score = existing.score if existing is not None else (
-            out[slot].score if slot < len(out) else (out[-1].score if out else 0.0)
-        )
-        out.insert(slot, Scored(item, score))
+        if slot < len(out):
+            score = out[slot].score
+        else:
+            score = out[-1].score if out else own.get(pin.item_id, 0.0)
+        out.insert(slot, Scored(pin.item_id, score))
     return out
