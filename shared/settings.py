@@ -13,13 +13,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.ids import ID_PATTERN
 
 SCHEDULE_PATTERN = (r"^(?:[0-9A-Za-z*/,-]+ +){5}[0-9A-Za-z*/,-]+$"  # NCRONTAB, seconds first
                     r"|^(?:[0-9]+\.)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}$")  # TimeSpan [d.]hh:mm:ss
+
+# Where an address belongs, the address alone (field -> pattern, the rule in words)
+_ADDRESS_RULES = {
+    "cosmos_endpoint": (r"https?://[^\s;@]+", "must be the account's https:// endpoint URL "
+                        "alone, not a connection string"),
+    "redis_host": (r"[A-Za-z0-9.\-]+", "must be a host name alone, without scheme, password, "
+                   "port or path"),
+}
 
 # NCRONTAB fields: name, lowest, highest, names (month and weekday names count from lowest)
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -142,21 +150,30 @@ class Settings(BaseSettings):
     retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE",
                                   pattern=SCHEDULE_PATTERN)
 
-    @field_validator("cosmos_endpoint")
-    @classmethod
-    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
-        # never quote the value: a connection string pasted here carries the account key
-        if value is not None and (not re.fullmatch(r"https?://[^\s;@]+", value)):
-            raise ValueError("must be the account's https:// endpoint URL alone (a "
-                             "connection string is refused, and the value is not repeated)")
-        return value
+    retrain_tenants: str | None = Field(None, alias="RETRAIN_TENANTS")  # comma separated
+    retrain_window_days: int = Field(180, alias="RETRAIN_WINDOW_DAYS", ge=1)
+    retrain_gate_tolerance: float = Field(0.02, alias="RETRAIN_GATE_TOLERANCE", ge=0, lt=1)
+    retrain_tuning_seconds: float = Field(60.0, alias="RETRAIN_TUNING_SECONDS", gt=0)
+    retrain_max_function_rows: int = Field(2_000_000, alias="RETRAIN_MAX_FUNCTION_ROWS", ge=1)
+    retrain_lease_seconds: int = Field(3600, alias="RETRAIN_LEASE_SECONDS", ge=30)
+    fill_chunk_users: int = Field(1000, alias="RECO_FILL_CHUNK_USERS", ge=1)
+    fill_store_concurrency: int = Field(8, alias="RECO_FILL_STORE_CONCURRENCY", ge=1, le=256)
+    # large-data handoff
+    databricks_job_id: int | None = Field(None, alias="DATABRICKS_JOB_ID", ge=1)
+    mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
 
-    @field_validator("redis_host")
+    # Telemetry: nothing is sent unless this is set
+    appinsights_connection_string: str | None = Field(
+        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+
+    @field_validator("cosmos_endpoint", "redis_host")
     @classmethod
-    def _host_is_a_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9.\-]+", value):
-            raise ValueError("must be a host name alone (no scheme, password, port or path; "
-                             "the value is not repeated)")
+    def _address_alone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # never quote the value: a connection string pasted here carries the key
+        pattern, rule = _ADDRESS_RULES[str(info.field_name)]
+        if value is not None and not re.fullmatch(pattern, value):
+            raise ValueError(f"{rule} (the value is not repeated)")
         return value
 
     @field_validator("api_key")
@@ -174,23 +191,6 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value
-
-    retrain_tenants: str | None = Field(None, alias="RETRAIN_TENANTS")  # comma separated
-    retrain_window_days: int = Field(180, alias="RETRAIN_WINDOW_DAYS", ge=1)
-    retrain_gate_tolerance: float = Field(0.02, alias="RETRAIN_GATE_TOLERANCE", ge=0, lt=1)
-    retrain_tuning_seconds: float = Field(60.0, alias="RETRAIN_TUNING_SECONDS", gt=0)
-    retrain_max_function_rows: int = Field(2_000_000, alias="RETRAIN_MAX_FUNCTION_ROWS", ge=1)
-    retrain_lease_seconds: int = Field(3600, alias="RETRAIN_LEASE_SECONDS", ge=30)
-    fill_chunk_users: int = Field(1000, alias="RECO_FILL_CHUNK_USERS", ge=1)
-    fill_store_concurrency: int = Field(8, alias="RECO_FILL_STORE_CONCURRENCY", ge=1, le=256)
-    # large-data handoff
-    databricks_job_id: int | None = Field(None, alias="DATABRICKS_JOB_ID", ge=1)
-    mlflow_tracking_uri: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
-
-    # Telemetry: nothing is sent unless this is set
-    appinsights_connection_string: str | None = Field(
-        None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
-    )
 
     @property
     def sqlite_file(self) -> Path:
