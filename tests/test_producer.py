@@ -16,7 +16,7 @@ from azure.eventhub.exceptions import (
 )
 
 from shared.stores.errors import BackendError
-from shared.stores.events import DirectSink, EventHubSink, EventTooLarge
+from shared.stores.events import DirectSink, EventHubSink, EventTooLarge, SendFailed
 
 
 def transient() -> EventHubError:
@@ -115,8 +115,9 @@ def test_giving_up_after_the_retries_says_how_many_were_sent() -> None:
         original(batch, **kw)
 
     producer.send_batch = second_user_fails  # type: ignore[method-assign]
-    with pytest.raises(BackendError, match="after 1 events"):
+    with pytest.raises(BackendError, match="after 1 events") as failed:
         sink.send(_events(2, users=2))
+    assert isinstance(failed.value, SendFailed) and failed.value.sent == 1
     assert len(sleeps) == 2 and calls["n"] == 4  # u0 once, u1 three times
 
 

@@ -4,7 +4,6 @@
 
 
 import logging
-import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -513,7 +512,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         transient errors).
         """
         from shared.stores.errors import BackendError
-        from shared.stores.events import EventTooLarge, UnencodableEvent
+        from shared.stores.events import EventTooLarge, SendFailed, UnencodableEvent
 
         named = _one_tenant(tenant, x_tenant)
         if named is not None:
@@ -526,9 +525,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
             raise HTTPException(422, f"{exc}; nothing was sent") from None
         except BackendError as exc:
             log.warning("POST /api/events: %s", exc)  # the detail names hosts: server side only
-            sent = re.search(r"after (\d+) events", str(exc))
+            sent = exc.sent if isinstance(exc, SendFailed) else 0
             raise HTTPException(503, "events could not be recorded (Event Hubs is unavailable), "
-                                     f"retry later; sent before the failure: "
-                                     f"{sent.group(1) if sent else 0}") from None
+                                     f"retry later; sent before the failure: {sent}") from None
 
     return app

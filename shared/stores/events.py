@@ -20,6 +20,14 @@ from shared.stores.errors import BackendError
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+
+class SendFailed(BackendError):
+    """Event Hubs failed after retries; `sent` events of the call had gone out before."""
+
+    def __init__(self, message: str, sent: int) -> None:
+        super().__init__(message)
+        self.sent = sent
+
 RawEvent = Mapping[str, Any]
 
 
@@ -173,7 +181,7 @@ class EventHubSink:
         try:
             planned = [(key, self._batches(key, bodies)) for key, bodies in by_key.items()]
         except EventHubError as exc:
-            raise BackendError(f"event hubs unreachable, nothing was sent: {exc}") from exc
+            raise SendFailed(f"event hubs unreachable, nothing was sent: {exc}", 0) from exc
         sent = 0
         try:
             for _, batches in planned:
@@ -181,5 +189,5 @@ class EventHubSink:
                     self._with_retry(partial(self._producer.send_batch, batch))
                     sent += len(batch)
         except EventHubError as exc:
-            raise BackendError(f"event hubs send failed after {sent} events: {exc}") from exc
+            raise SendFailed(f"event hubs send failed after {sent} events: {exc}", sent) from exc
         return sent
