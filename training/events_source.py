@@ -9,13 +9,13 @@ of the event id: memory is a few bytes per event beyond the id strings themselve
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from shared.feedback.process import EVENTS
-from shared.feedback.schema import MAX_VALUE
+from shared.feedback.schema import MAX_VALUE, utc_time
 from shared.stores.documents import DocumentStore
 from training.interactions import Interactions
 
@@ -26,10 +26,7 @@ EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0,
 def _epoch(value: Any) -> int:
     if isinstance(value, int | float):
         return int(value)
-    ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp())
+    return int(utc_time(str(value)).timestamp())
 
 
 class InteractionsBuilder:

@@ -31,7 +31,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import telemetry
-from shared.feedback.schema import MAX_CLOCK_SKEW, MAX_EVENT_BYTES, EventType, FeedbackEvent
+from shared.feedback.schema import (
+    MAX_CLOCK_SKEW,
+    MAX_EVENT_BYTES,
+    EventType,
+    FeedbackEvent,
+    utc_time,
+)
 from shared.ids import ID_RULE
 from shared.online_state import OnlineState, OnlineUpdate
 from shared.stores.documents import DocumentStore
@@ -186,8 +192,12 @@ def _of_forgotten_users(
     if not marks:
         return []
     return [key for key, e in events.items()
-            if (at := marks.get((e.tenant, e.user_id))) is not None
-            and e.epoch_seconds <= at + SKEW_SECONDS]
+            if _sent_before(e.epoch_seconds, marks.get((e.tenant, e.user_id)))]
+
+
+def _sent_before(when: float, deleted_at: float | None) -> bool:
+    """Whether something stamped `when` may have been sent before the user's deletion."""
+    return deleted_at is not None and when <= deleted_at + SKEW_SECONDS
 
 
 def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineState
@@ -198,20 +208,15 @@ def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineSta
     marks = online.forgotten_marks(list(owners)) if owners else {}
     if not marks:
         return dead
-    kept = {}
-    for key, doc in dead.items():
-        at = marks.get((str(doc.get("tenant")), str(doc.get("userId"))))
-        if at is None or _body_time(str(doc["body"])) > at + SKEW_SECONDS:
-            kept[key] = doc
-    return kept
+    return {key: doc for key, doc in dead.items()
+            if not _sent_before(_body_time(str(doc["body"])),
+                                marks.get((str(doc.get("tenant")), str(doc.get("userId")))))}
 
 
 def _body_time(text: str) -> float:
     """The unix time a rejected body claims, or -inf when it claims none readable."""
     try:
-        stamp = json.loads(text).get("timestamp")
-        when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        return utc_time(str(json.loads(text).get("timestamp"))).timestamp()
     except (ValueError, AttributeError, TypeError, RecursionError):
         return float("-inf")
 

@@ -26,6 +26,13 @@ from shared.keys import user_partition
 MAX_EVENT_BYTES = 16 * 1024
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 
+
+def utc_time(text: str) -> datetime:
+    """An ISO 8601 time as feedback carries it ("Z" accepted; no offset read as UTC).
+    ValueError when it is not one."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
