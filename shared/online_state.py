@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import hiredis
 import redis
 
 from shared.stores.cache import AsyncRedis, redis_error
@@ -304,6 +305,18 @@ def _as_str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _send(conn: Any, payload: bytes, replies: int) -> list[Any]:
+    """Sends packed commands on a redis-py connection and reads their replies in order."""
+    conn.send_packed_command([payload])
+    out: list[Any] = []
+    for _ in range(replies):
+        try:
+            out.append(conn.read_response())
+        except redis.ResponseError as exc:  # this command's reply; the connection is fine
+            out.append(exc)
+    return out
+
+
 class RedisOnlineState:
     """Online state in the same Redis as the hot cache (the `RedisCache.client`)."""
 
@@ -373,11 +386,30 @@ class RedisOnlineState:
         return sum(int(r) for r in results)
 
     def _run(self, calls: list[tuple[list[str], list[str | int | float]]]) -> list[Any]:
-        """All tenants' scripts in one pipeline: one round trip per batch."""
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+        """All tenants' scripts in one round trip. The script is exactly-once per event, so
+        `_round_trip` may send it again after a dropped connection."""
+        return self._round_trip(
+            [("EVALSHA", self._script.sha, len(keys), *keys, *args) for keys, args in calls]
+        )
+
+    def _round_trip(self, commands: list[tuple[str | int | float, ...]]) -> list[Any]:
+        """Idempotent commands (they may be sent again) in one round trip, each packed by
+        hiredis in one call: redis-py encodes every argument in Python first, and a feedback
+        batch sends ~1,500 of them, which cost more than the rest of the handler's Redis work
+        (`bench/feedback`). A command's error reply (NOSCRIPT) is returned in its place."""
+        # hiredis's stub types a one-element tuple; it packs any length
+        payload = b"".join(hiredis.pack_command(c) for c in commands)  # type: ignore[arg-type]
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:  # the connection's retry policy, as redis-py's own pipelines use it
+            return conn.retry.call_with_retry(
+                lambda: _send(conn, payload, len(commands)), lambda _: conn.disconnect()
+            )
+        except BaseException:
+            conn.disconnect()  # unread replies must not reach the connection's next user
+            raise
+        finally:
+            pool.release(conn)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -487,17 +519,25 @@ class RedisOnlineState:
     def forgotten_marks(
         self, users: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], float]:
-        unique = list(dict.fromkeys(users))
-        if not unique:
+        """One MGET per tenant (its keys share a slot): a GET per user cost a feedback batch
+        more than its Lua update (`bench/feedback`)."""
+        by_tenant: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for pair in dict.fromkeys(users):
+            by_tenant[pair[0]].append(pair)
+        if not by_tenant:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        for tenant, user_id in unique:
-            pipe.get(forgotten_key(tenant, user_id))
         try:
-            values = pipe.execute()
+            replies = self._round_trip(
+                [("MGET", *(forgotten_key(t, u) for t, u in pairs)) for pairs in by_tenant.values()]
+            )
         except redis.RedisError as exc:
             raise BackendError(f"redis read failed: {exc}") from exc
-        return {pair: float(v) for pair, v in zip(unique, values, strict=True) if v is not None}
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise BackendError(f"redis read failed: {reply}")
+        return {pair: float(v)
+                for pairs, values in zip(by_tenant.values(), replies, strict=True)
+                for pair, v in zip(pairs, values, strict=True) if v is not None}
 
     def ping(self) -> bool:
         try:

@@ -153,6 +153,20 @@ def test_applies_again_after_the_server_forgets_the_script(redis_client: redis.R
     assert online.read_user("t1", "u1").recent == ["b", "a"]
 
 
+def test_an_update_after_redis_closed_the_connection_applies_once(
+    redis_client: redis.Redis,
+) -> None:
+    """The pooled connection a batch finds may be dead (a Redis restart, an idle timeout):
+    the batch goes again on a fresh one instead of failing."""
+    online = RedisOnlineState(redis_client, CONFIG)
+    online.apply([_u("e1", "a")])
+    killer = redis.Redis(port=redis_client.connection_pool.connection_kwargs["port"])
+    assert killer.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert online.apply([_u("e2", "b"), _u("e1", "a")]) == 1
+    assert online.forgotten_marks([("t1", "u1")]) == {}
+    assert online.read_user("t1", "u1").recent == ["b", "a"]
+
+
 def test_marker_and_user_keys_expire(redis_client: redis.Redis) -> None:
     online = RedisOnlineState(redis_client, CONFIG)
     online.apply([_u("e1", "a", category="c1")])
@@ -198,7 +212,9 @@ def test_forgotten_marks_outlive_forget_user_and_name_only_deleted_users(
     assert online.forgotten_marks([("t1", "u1"), ("t1", "u2"), ("t2", "u1"), ("t1", "u1")]) \
         == {("t1", "u1"): 1000.5}
     online.mark_forgotten("t1", "u1", 2000.0)  # a retried deletion: the latest time counts
-    assert online.forgotten_marks([("t1", "u1")]) == {("t1", "u1"): 2000.0}
+    online.mark_forgotten("t2", "u3", 3000.0)
+    assert online.forgotten_marks([("t1", "u1"), ("t2", "u1"), ("t2", "u3")]) == {
+        ("t1", "u1"): 2000.0, ("t2", "u3"): 3000.0}
     assert online.forgotten_marks([]) == {}
 
 
