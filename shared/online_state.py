@@ -215,6 +215,16 @@ def _hour(ts: float) -> int:
     return int(ts // HOUR)
 
 
+def _window_hours(now_hour: int, window_hours: int) -> range:
+    """The buckets a trending read sums, newest first: the window's hours and the next one.
+
+    An event may be stamped up to MAX_CLOCK_SKEW ahead of its arrival (a device clock a few
+    minutes fast), so near the end of an hour it lands in the next hour's bucket; that bucket
+    counts now, at full weight, rather than only once its hour has begun.
+    """
+    return range(now_hour + 1, now_hour - window_hours, -1)
+
+
 class _TrendingReadCache:
     """A few seconds of in-process memory for trending reads: they are hot and change slowly."""
 
@@ -488,8 +498,8 @@ class RedisOnlineState:
         if hit is not None:
             return hit
         now_hour = _hour(time.time())
-        hours = range(now_hour, now_hour - self.config.trending_window_hours, -1)
-        weights = {trending_key(tenant, cat, h): self.config.decay(now_hour - h) for h in hours}
+        weights = {trending_key(tenant, cat, h): self.config.decay(max(now_hour - h, 0))
+                   for h in _window_hours(now_hour, self.config.trending_window_hours)}
         dest = trending_union_key(tenant, cat)
         ttl_ms = max(1, int(self.config.trending_read_cache_seconds * 1000))
         try:
@@ -653,10 +663,10 @@ class MemoryOnlineState:
         now_hour = _hour(time.time())
         totals: dict[str, float] = defaultdict(float)
         with self._lock:
-            for age in range(self.config.trending_window_hours):
-                bucket = self._buckets.get((tenant, cat, now_hour - age))
+            for hour in _window_hours(now_hour, self.config.trending_window_hours):
+                bucket = self._buckets.get((tenant, cat, hour))
                 if bucket:
-                    w = self.config.decay(age)
+                    w = self.config.decay(max(now_hour - hour, 0))
                     for item, score in bucket.items():
                         totals[item] += w * score
         value = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:n]

@@ -26,6 +26,13 @@ from training import cli
                             '"share": 1}]}]', "tenants\n  List should have at least 1 item"),
         (Experiments.parse, '[{"name": "e", "tenants": ["Shop A"], "variants": [{"name": "a", '
                             '"share": 1}]}]', "tenants.0\n  String should match pattern"),
+        (Experiments.parse, '[{"name": "e", "variants": [{"name": "a", "share": 1}]}, '
+                            '{"name": "f", "variants": [{"name": "a", "share": 1}]}]',
+         "^RECO_EXPERIMENTS: two experiments apply to every tenant"),
+        (Experiments.parse, '[{"name": "e", "tenants": ["s"], "variants": [{"name": "a", '
+                            '"share": 1}]}, {"name": "f", "tenants": ["s"], "variants": '
+                            '[{"name": "a", "share": 1}]}]',
+         "^RECO_EXPERIMENTS: tenant 's' is in two experiments"),
         # json.loads takes NaN and Infinity: a NaN factor once demoted the item silently
         (Rules.parse, '{"*": {"boost": {"c": NaN}}}', "must be finite numbers > 0"),
         (Rules.parse, '{"*": {"boostCategories": {"sale": Infinity}}}', "must be finite"),

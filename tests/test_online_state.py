@@ -86,6 +86,24 @@ def test_trending_decays_with_age_and_is_kept_per_category(online: OnlineState) 
     assert [i for i, _ in online.trending("t1", 1)] == ["new"]
 
 
+def test_an_event_stamped_in_the_next_hour_within_the_clock_skew_trends_at_once(
+    online: OnlineState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two minutes before the hour, a purchase from a device clock five minutes fast (the
+    schema accepts ten) lands in the next hour's bucket: it counts now, not from the hour."""
+    now = (time.time() // HOUR + 1) * HOUR - 120
+    monkeypatch.setattr("shared.online_state.time.time", lambda: now)
+    online.apply([
+        OnlineUpdate("t1", "e1", "u1", "ahead", now + 300, trend_weight=5.0, category="hats"),
+        OnlineUpdate("t1", "e2", "u2", "now", now, trend_weight=2.0, category="hats"),
+    ])
+    assert online.trending("t1", 10) == [("ahead", 5.0), ("now", 2.0)]
+    assert online.trending("t1", 10, category="hats") == [("ahead", 5.0), ("now", 2.0)]
+    monkeypatch.setattr("shared.online_state.time.time", lambda: now + 180)  # its hour began
+    top = dict(online.trending("t1", 10))
+    assert top["ahead"] == pytest.approx(5.0) and top["now"] < 2.0
+
+
 def test_read_ranking_with_returns_the_cached_candidates_too() -> None:
     lru = LruCache()
     lru.set_many({"reco:t1:v1:u:u1": b"candidates"})

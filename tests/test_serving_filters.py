@@ -216,6 +216,27 @@ def test_trending_per_category_counts_events_that_name_no_category(
     assert ids(books)[0] == "i03"
 
 
+def test_a_new_item_the_app_puts_in_a_category_trends_in_that_category(
+    redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str
+) -> None:
+    """An item the model does not know yet, sent with `context.category`, is in that category's
+    trending list: the category filter must not drop it for lack of model metadata."""
+    runtime = azure_runtime(redis_client, cosmos_endpoint, azurite_connection,
+                            RECO_DIVERSITY_MAX_SHARE=1.0)
+    publish_catalogue(runtime, tenant="news")
+    now = datetime.now(UTC).isoformat()
+    events = [{"eventId": f"n{n}", "userId": f"x{n}", "itemId": "newbook", "type": "purchase",
+               "timestamp": now, "context": {"category": "books"}} for n in range(3)]
+    client = client_for(runtime)
+    assert client.post("/api/events?tenant=news", json=events).status_code == 202
+    trending = client.get("/api/trending?k=2&category=books&tenant=news").json()
+    assert ids(trending) == ["newbook", "i09"]
+    cold = client.get("/api/recommendations/newbie?k=2&category=books&tenant=news").json()
+    assert (cold["source"], ids(cold)) == ("cold_start", ["newbook", "i09"])
+    # another category's filter still leaves it out
+    assert "newbook" not in ids(client.get("/api/trending?k=30&category=music&tenant=news").json())
+
+
 def test_unknown_user_gets_items_like_the_session_context(catalogue) -> None:
     runtime, _ = catalogue
     body = client_for(runtime).get("/api/recommendations/newbie?k=4&recent=i12").json()

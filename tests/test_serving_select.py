@@ -34,7 +34,8 @@ def greedy(data: VersionData, sources: Sequence[Source], k: int, excluded: froze
            categories: Sequence[str], rules: TenantRules, share: float) -> list[Scored]:
     """The rule `select` implements, written for clarity: best first, skip what is excluded,
     blocked, already taken or outside the categories; skip (to top up later) an item whose
-    categories other than the requested ones already fill `share` of k."""
+    categories other than the requested ones already fill `share` of k; an item scored above
+    the one before it (a later source's scale, a skipped item) takes that one's score."""
     cap = max(1, math.floor(share * k)) if share < 1 else k
     wanted = {data.category_index[c] for c in categories if c in data.category_index}
     counts: Counter[int] = Counter()
@@ -60,7 +61,10 @@ def greedy(data: VersionData, sources: Sequence[Source], k: int, excluded: froze
                 continue
             counts.update(own)
             chosen.append(Scored(item, float(final[n])))
-    return (chosen + skipped)[:k]
+    out: list[Scored] = []
+    for item, score in (chosen + skipped)[:k]:
+        out.append(Scored(item, min(score, out[-1].score) if out else score))
+    return out
 
 
 def test_select_picks_what_the_plain_greedy_rule_picks(
@@ -119,6 +123,25 @@ def test_every_pin_lands_at_its_position_and_scores_still_fall_with_rank(
     assert len(ids) == 6 and len(set(ids)) == 6
     got_scores = [s.score for s in got]
     assert got_scores == sorted(got_scores, reverse=True)
+
+
+def test_scores_fall_with_rank_when_a_later_source_tops_up(
+    data: VersionData,
+) -> None:
+    """Neighbour similarities (< 1) topped up by popularity counts (up to 30), and diversity
+    putting its skipped items last: the answer's scores never rise with rank."""
+    neighbours = (["i02", "i04", "i01"], np.array([0.5, 0.5, 0.33], np.float32))
+    popular = (data.popular_ids, data.popular_scores)
+    got = select(data, [neighbours, popular], 5, frozenset(), (), TenantRules(), 1.0)
+    assert [s.item_id for s in got] == ["i02", "i04", "i01", "i29", "i28"]
+    scores = [s.score for s in got]
+    assert scores == sorted(scores, reverse=True)
+    books = ([f"i0{n}" for n in range(6)], np.linspace(1.0, 0.5, 6).astype(np.float32))
+    music = (["i10"], np.array([0.1], np.float32))
+    got = select(data, [books, music], 4, frozenset(), (), TenantRules(), 0.5)
+    assert [s.item_id for s in got] == ["i00", "i01", "i10", "i02"]  # i02: skipped, topped up
+    scores = [s.score for s in got]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_the_diversity_cap_is_not_one_short_from_rounding() -> None:

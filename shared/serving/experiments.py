@@ -67,12 +67,12 @@ class Experiments:
         for e in self.experiments:
             if e.tenants is None:
                 if self._everyone is not None:
-                    raise ValueError("two experiments apply to every tenant")
+                    raise ValueError("RECO_EXPERIMENTS: two experiments apply to every tenant")
                 self._everyone = e
                 continue
             for t in e.tenants:
                 if t in self._by_tenant:
-                    raise ValueError(f"tenant '{t}' is in two experiments")
+                    raise ValueError(f"RECO_EXPERIMENTS: tenant '{t}' is in two experiments")
                 self._by_tenant[t] = e
 
     def for_tenant(self, tenant: str) -> Experiment | None:

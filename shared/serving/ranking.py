@@ -211,12 +211,15 @@ def select(
     categories: Sequence[str],
     rules: TenantRules,
     max_share: float,
+    in_categories: frozenset[str] | set[str] = frozenset(),
 ) -> list[Scored]:
     """Top k over the candidate sources in order (the second only tops up the first, ...).
 
     Drops excluded, blocked and off-category items; applies boosts and pins; keeps any one
     category (other than requested ones) to at most `max_share` of k where the candidates
-    allow it, topping up with the best skipped items when they do not.
+    allow it, topping up with the best skipped items when they do not. `in_categories`: ids
+    known from elsewhere to be in a requested category (items the version does not know,
+    from the requested categories' trending lists): they pass the category filter.
     """
     cap = category_cap(max_share, k)
     wanted = {data.category_index[c] for c in categories if c in data.category_index}
@@ -227,6 +230,7 @@ def select(
     blocked = rules.blocked
     cat_codes = data.category_codes
     diversify = cap < k and len(data.category_names) > 0
+    shortcut = False  # the head of one source, best first: its scores already fall
     for source in sources:
         items, scores = source[0], source[1]
         if len(chosen) >= k:
@@ -242,7 +246,7 @@ def select(
             head = _head_if_unconstrained(data, items, codes, final, order[:k], excluded, blocked,
                                           cap if diversify else None)
             if head is not None:
-                chosen = head
+                chosen, shortcut = head, True
                 break
         # Python lists: indexing numpy arrays one element at a time costs more than converting
         final_scores, code_list = final.tolist(), codes.tolist()
@@ -252,7 +256,7 @@ def select(
             item = items[n] if by_code is None else by_code[code]
             if item in excluded or item in blocked or item in taken:
                 continue
-            if keep is not None and not keep[n]:
+            if keep is not None and not keep[n] and item not in in_categories:
                 continue
             taken.add(item)
             entry = Scored(item, final_scores[n])
@@ -275,9 +279,26 @@ def select(
                 break
     if len(chosen) < k and skipped:
         chosen.extend(skipped[: k - len(chosen)])
+    if not shortcut:
+        chosen = _falling(chosen)
     if rules.pinned:
         chosen = _pin(data, chosen, k, excluded, categories, rules)
     return chosen[:k]
+
+
+def _falling(chosen: list[Scored]) -> list[Scored]:
+    """The picked items with scores that never rise with rank. Sources have their own scales
+    (re-ranker scores, then generator scores; neighbour similarities, trending sums, then
+    popularity counts) and a top-up item's own score may exceed those above it; diversity
+    puts skipped items last. Such an item takes the score of the one above it."""
+    out: list[Scored] = []
+    floor = math.inf
+    for entry in chosen:
+        if entry.score > floor:
+            entry = Scored(entry.item_id, floor)
+        floor = entry.score
+        out.append(entry)
+    return out
 
 
 def _head_if_unconstrained(

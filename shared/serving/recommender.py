@@ -150,6 +150,16 @@ def _recent(q: Query, state: RankingState) -> list[str]:
     return [*q.recent, *(i for i in state.recent if i not in q.recent)]
 
 
+def _new_in_categories(data: VersionData, trending: list[tuple[str, float]],
+                       categories: Sequence[str]) -> frozenset[str]:
+    """Items of the requested categories' trending lists that the version does not know (new
+    items; the app named their category in `context.category`): the version's metadata
+    cannot place them, the trending list already has."""
+    if not categories or not trending:
+        return frozenset()
+    return frozenset(i for i, _ in trending if i not in data.index)
+
+
 def _head_input(data: VersionData, found: Candidates, recent: Sequence[str],
                 state: RankingState, window: FloatArray | None) -> RerankInput:
     """The re-ranker's input for the head of the list (the length it was trained on)."""
@@ -573,7 +583,8 @@ class Recommender:
                 sources.append(([i for i, _ in trending],
                                 np.array([s for _, s in trending], np.float32)))
             sources.append((data.popular_ids, data.popular_scores))
-            chosen = select(data, sources, q.k, excluded, q.categories, rules, plan.share)
+            chosen = select(data, sources, q.k, excluded, q.categories, rules, plan.share,
+                            _new_in_categories(data, trending, q.categories))
         return Answer(
             q.tenant, q.user_id, data.version, "degraded" if degraded else source,
             chosen, new_id(), plan.experiment, plan.variant,
@@ -672,7 +683,8 @@ class Recommender:
         if rows:
             sources.append(([i for i, _ in rows], np.array([s for _, s in rows], np.float32)))
         sources.append((data.popular_ids, data.popular_scores))
-        chosen = select(data, sources, k, exclude, categories, self.rules.for_tenant(tenant), 1.0)
+        chosen = select(data, sources, k, exclude, categories, self.rules.for_tenant(tenant), 1.0,
+                        _new_in_categories(data, rows, categories))
         trending_ids = {i for i, _ in rows}
         all_trending = bool(chosen) and all(s.item_id in trending_ids for s in chosen)
         source = "degraded" if failed else ("trending" if all_trending else "popular")
