@@ -251,14 +251,38 @@ def read_interactions(
             raise DataError(f"{p}: column '{col}' not found; columns are {names}")
         if table.column(col).null_count:
             raise DataError(f"{p}: column '{col}' has {table.column(col).null_count} empty values")
-    users = np.asarray(table.column(user_col).to_pylist(), dtype=str)
-    items = np.asarray(table.column(item_col).to_pylist(), dtype=str)
+    users = _parquet_ids(table, user_col, p)
+    items = _parquet_ids(table, item_col, p)
     weights = times = None
     if weight_col and weight_col in names:
         weights = checked_weights(_parquet_numbers(table, weight_col, p), weight_col, str(p))
     if time_col and time_col in names:
         times = checked_timestamps(_parquet_numbers(table, time_col, p), time_col, str(p))
     return Interactions.from_columns(users, items, weights, times, source=str(p))
+
+
+def _parquet_ids(table: Any, col: str, p: Path) -> npt.NDArray[np.str_]:
+    """An id column as the CSV reader gives it: text without surrounding whitespace, never
+    empty. Bytes are read as UTF-8 (Hive, Impala and older Spark write strings as plain
+    binary); lists, structs and other nested values are not ids."""
+    import pyarrow as pa
+
+    column = table.column(col)
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if pa.types.is_nested(kind):
+        raise DataError(f"{p}: column '{col}' holds {column.type} values; ids must be text or "
+                        "numbers")
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        try:
+            column = column.cast(pa.large_string())
+        except pa.ArrowInvalid:
+            raise DataError(f"{p}: column '{col}' holds bytes that are not UTF-8 text") from None
+    ids = np.asarray([str(v).strip() for v in column.to_pylist()], dtype=str)
+    empty = ids == ""
+    if empty.any():
+        raise DataError(f"{p}, row {int(np.argmax(empty)) + 1}: an empty '{col}' value; every "
+                        "row needs a user and an item id")
+    return ids
 
 
 def _parquet_numbers(table: Any, col: str, p: Path) -> npt.NDArray[np.float64]:

@@ -100,6 +100,10 @@ def csv_rows(fh: TextIO, path: Path, required: Sequence[str]
             if None in row.values():
                 raise DataError(f"{path}, line {reader.line_num}: expected {len(header)} "
                                 "comma-separated fields, found fewer")
+            if None in row:  # DictReader's key for the fields past the header's
+                raise DataError(f"{path}, line {reader.line_num}: expected {len(header)} "
+                                "comma-separated fields, found more (quote an id that "
+                                "contains a comma)")
             yield reader.line_num, row
             row = read_next()
 

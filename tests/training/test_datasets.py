@@ -72,6 +72,8 @@ def test_generic_csv_with_custom_columns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("body", "expected"), [
     (b"user_id,item_id\n1,2\n1\n", "line 3: expected 2 comma-separated fields, found fewer"),
+    (b"user_id,item_id\n1,2\n1,Toy Story, The\n",
+     "line 3: expected 2 comma-separated fields, found more"),
     (b"user_id,item_id\n\xff,2\n", "is not UTF-8 text"),
     (b"user_id,item_id\n" + b"a" * 200_000 + b",2\n", "line 2: field larger than field limit"),
     (b"user_id,item_id,timestamp\n1,2,inf\n", "line 2: column 'timestamp' has 'inf', but"),
@@ -79,8 +81,8 @@ def test_generic_csv_with_custom_columns(tmp_path: Path) -> None:
     (b"user_id,item_id,weight\n1,2,1\n1,3,nan\n", "line 3: column 'weight' has 'nan', but"),
     (b"user_id,item_id,weight\n1,2,-inf\n", "column 'weight' has '-inf', but"),
     (b"user_id,item_id,weight\n1,2,\n", "line 2: column 'weight' has '', which is not a number"),
-], ids=["short-row", "not-utf8", "huge-field", "inf-time", "huge-time", "nan-weight", "inf-weight",
-        "empty-weight"])
+], ids=["short-row", "long-row", "not-utf8", "huge-field", "inf-time", "huge-time", "nan-weight",
+        "inf-weight", "empty-weight"])
 def test_bad_csv_rows_are_data_errors_with_a_sentence(tmp_path: Path, body: bytes,
                                                       expected: str) -> None:
     p = tmp_path / "bad.csv"
@@ -147,6 +149,28 @@ def test_bad_parquet_files_and_columns_are_data_errors(tmp_path: Path) -> None:
     users = pa.array(["u1", None, "u2"])
     with pytest.raises(DataError, match="column 'user_id' has 1 empty values"):
         read_interactions(_parquet(tmp_path / "nu.parquet", user_id=users))
+
+
+def test_parquet_ids_read_like_csv_ids(tmp_path: Path) -> None:
+    """Byte columns (how Hive and Impala store strings) with non-ASCII ids and nested columns
+    ended in a traceback (UnicodeDecodeError, ValueError); ids with spaces around them or
+    empty ones were kept, where the CSV reader strips them and refuses an empty id, so
+    `evaluate` on a Parquet test file matched no user of a model trained from a CSV."""
+    import pyarrow as pa
+
+    data = read_interactions(_parquet(tmp_path / "b.parquet", user_id=pa.array(
+        [b"caf\xc3\xa9", b"u2", b"caf\xc3\xa9"]), item_id=[" a", "b ", "b"]))
+    assert data.user_ids.tolist() == ["caf\u00e9", "u2"] and data.item_ids.tolist() == ["a", "b"]
+    for name, columns, expected in [
+        ("latin1", {"user_id": pa.array([b"\xe9", b"u2", b"u1"])},
+         "column 'user_id' holds bytes that are not UTF-8 text"),
+        ("ragged", {"item_id": pa.array([[1], [2, 3], [4]])},
+         "column 'item_id' holds list<.*> values; ids must be text or numbers"),
+        ("lists", {"user_id": pa.array([[1], [2], [3]])}, "column 'user_id' holds list<"),
+        ("blank", {"item_id": ["a", " ", "b"]}, "row 2: an empty 'item_id' value"),
+    ]:
+        with pytest.raises(DataError, match=expected):
+            read_interactions(_parquet(tmp_path / f"{name}.parquet", **columns))
 
 
 def test_download_uses_verified_cache_without_network(tmp_path: Path) -> None:
