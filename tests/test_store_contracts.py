@@ -70,6 +70,18 @@ def test_store_delete_query_partition_and_scan(store: DocumentStore) -> None:
     assert store.ping()
 
 
+def test_store_delete_many(store: DocumentStore) -> None:
+    store.upsert_many("recommendations", [{"id": f"v1|u{n}", "pk": f"t|u{n}", "n": n}
+                                          for n in range(3)])
+    # an id names a document within its partition; a repeated pair counts once
+    ids = [("v1|u2", "t|u2"), ("v1|u0", "t|u1"), ("v1|u0", "t|u0"), ("v1|u2", "t|u2")]
+    assert store.delete_many("recommendations", ids) == 2  # each existing document once
+    assert store.delete_many("recommendations", []) == 0
+    assert store.query_partition("recommendations", "t|u1") == [
+        {"id": "v1|u1", "pk": "t|u1", "n": 1}]
+    assert store.read("recommendations", "v1|u0", "t|u0") is None
+
+
 def test_store_delete_if_deletes_only_a_document_that_still_matches(
     store: DocumentStore,
 ) -> None:

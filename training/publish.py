@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -553,6 +554,12 @@ class StoreWriter:
         self._map(lambda d: self._with_retry(lambda: self.store.upsert(container, d)), docs)
 
     def delete_all(self, container: str, ids: list[tuple[str, str]]) -> int:
+        if self._pool is None:  # embedded store: one transaction per chunk, not per document
+            step, done = max(1, self.options.chunk_users), 0
+            for lo in range(0, len(ids), step):
+                done += self._with_retry(partial(self.store.delete_many, container,
+                                                 ids[lo : lo + step]))
+            return done
         deleted = 0
         lock = threading.Lock()
 

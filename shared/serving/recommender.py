@@ -711,6 +711,14 @@ class Recommender:
         def delete(container: str, doc_id: str, partition: str = pk) -> bool:
             return store.call(lambda: self._b.store.delete(container, doc_id, partition))
 
+        def delete_all(container: str, ids: list[tuple[str, str]], what: str) -> None:
+            if self._b.store.name == "sqlite":  # one transaction, not one per document
+                removed[what] += int(store.call(lambda: self._b.store.delete_many(container, ids)))
+                return
+            for doc_id, partition in ids:  # counted one by one: a failure says how far it got
+                if delete(container, doc_id, partition):
+                    removed[what] += 1
+
         try:
             # First, so that even a partial deletion is never undone by a later fill or
             # training run (shared/forgotten.py)
@@ -721,16 +729,15 @@ class Recommender:
                 cache.call(lambda: online.mark_forgotten(tenant, user_id, at))
             versions: set[str] = set()
             for container in (RECOMMENDATIONS, EVENTS):
-                for doc in query(container):
-                    if container == RECOMMENDATIONS:
-                        versions.add(str(doc["id"]).split("|", 1)[0])
-                    if delete(container, str(doc["id"])):
-                        removed[container] += 1
+                docs = query(container)
+                if container == RECOMMENDATIONS:
+                    versions |= {str(doc["id"]).split("|", 1)[0] for doc in docs}
+                delete_all(container, [(str(doc["id"]), pk) for doc in docs], container)
             # Dead letters are partitioned by day; those whose body named the user say so.
             owner = {"tenant": tenant, "userId": user_id}
-            for doc in store.call(lambda: list(self._b.store.scan(DEADLETTERS, owner))):
-                if delete(DEADLETTERS, str(doc["id"]), str(doc["pk"])):
-                    removed["deadLetters"] += 1
+            dead = store.call(lambda: list(self._b.store.scan(DEADLETTERS, owner)))
+            delete_all(DEADLETTERS, [(str(doc["id"]), str(doc["pk"])) for doc in dead],
+                       "deadLetters")
             # Every version the tenant has published: after a failed first attempt (which
             # deleted the documents above) this process may never have served the tenant.
             versions |= {str(d["id"]) for d in query_models(tenant)

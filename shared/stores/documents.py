@@ -37,6 +37,9 @@ class DocumentStore(Protocol):
     def upsert_many(self, container: str, docs: Iterable[Document]) -> int: ...
     def create(self, container: str, doc: Document) -> bool: ...
     def delete(self, container: str, item_id: str, partition_key: str) -> bool: ...
+    def delete_many(self, container: str, ids: Iterable[tuple[str, str]]) -> int:
+        """Deletes the documents named by (id, partition key); returns how many existed."""
+        ...
     def delete_if(self, container: str, item_id: str, partition_key: str,
                   expected: Mapping[str, str]) -> bool:
         """Deletes the document only while its top-level fields equal `expected`, atomically
@@ -157,6 +160,23 @@ class SqliteStore:
                 (partition_key, item_id),
             )
         return cur.rowcount == 1
+
+    def delete_many(self, container: str, ids: Iterable[tuple[str, str]]) -> int:
+        """One transaction for the lot (a transaction per row cost an expiry most of its
+        time); returns how many existed (executemany sums the rows' counts)."""
+        rows = [(pk, item_id) for item_id, pk in ids]
+        if not rows:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.executemany(
+                    f"DELETE FROM {self._table(container)} WHERE pk=? AND id=?", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(cur.rowcount)
 
     def delete_if(self, container: str, item_id: str, partition_key: str,
                   expected: Mapping[str, str]) -> bool:
@@ -307,6 +327,9 @@ class CosmosStore:
             if exc.status_code == 500 and not self._exists(c, item_id, partition_key):
                 return False
             raise BackendError(f"cosmos delete failed: {exc.status_code} {exc.reason}") from exc
+
+    def delete_many(self, container: str, ids: Iterable[tuple[str, str]]) -> int:
+        return sum(self.delete(container, item_id, pk) for item_id, pk in ids)
 
     def delete_if(self, container: str, item_id: str, partition_key: str,
                   expected: Mapping[str, str]) -> bool:
