@@ -182,6 +182,33 @@ def test_throttled_cosmos_writes_are_retried_and_wait_at_least_retry_after(
         assert doc is not None and len(doc["items"]) > 0
 
 
+def test_throttled_cosmos_deletes_with_one_writer_count_each_document_once(
+    runtime: Runtime,
+) -> None:
+    """RECO_FILL_STORE_CONCURRENCY=1 on Cosmos: a 429 on one delete is retried for that
+    document, not by deleting the chunk again (whose deleted documents then count as absent)."""
+    store = runtime.backends.store
+    ids = [(candidates_doc_id("v1", f"u{n}"), user_partition(TENANT, f"u{n}")) for n in range(6)]
+    store.upsert_many(RECOMMENDATIONS, [{"id": i, "pk": pk, "items": []} for i, pk in ids])
+    real = _proxy(runtime).real
+    calls = []
+
+    class Throttled(ContainerProxy):
+        def delete_item(self, item: str, **kwargs: Any) -> Any:
+            calls.append(item)
+            if len(calls) == 4:
+                error = CosmosHttpResponseError(status_code=429, message="Request rate is large")
+                error.headers = {"x-ms-retry-after-ms": "1"}
+                raise error
+            return self.real.delete_item(item, **kwargs)
+
+    store._containers[RECOMMENDATIONS] = Throttled(real)  # type: ignore[attr-defined]
+    with StoreWriter(store, FillOptions(store_concurrency=1), sleep=lambda _: None) as writer:
+        assert writer.delete_all(RECOMMENDATIONS, ids) == 6
+    assert writer.retries == 1 and len(calls) == 7  # the throttled delete, once more
+    assert all(store.read(RECOMMENDATIONS, i, pk) is None for i, pk in ids)
+
+
 def test_a_non_retryable_error_is_not_retried(runtime: Runtime) -> None:
     proxy = _proxy(runtime, fail_after=0)
     sleeps: list[float] = []

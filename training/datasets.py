@@ -264,7 +264,8 @@ def read_interactions(
 def _parquet_ids(table: Any, col: str, p: Path) -> npt.NDArray[np.str_]:
     """An id column as the CSV reader gives it: text without surrounding whitespace, never
     empty. Bytes are read as UTF-8 (Hive, Impala and older Spark write strings as plain
-    binary); lists, structs and other nested values are not ids."""
+    binary; fixed-size and view binary columns are bytes too); lists, structs and other
+    nested values are not ids."""
     import pyarrow as pa
 
     column = table.column(col)
@@ -272,7 +273,8 @@ def _parquet_ids(table: Any, col: str, p: Path) -> npt.NDArray[np.str_]:
     if pa.types.is_nested(kind):
         raise DataError(f"{p}: column '{col}' holds {column.type} values; ids must be text or "
                         "numbers")
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+    if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+            or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind)):
         try:
             column = column.cast(pa.large_string())
         except pa.ArrowInvalid:

@@ -173,6 +173,20 @@ def test_parquet_ids_read_like_csv_ids(tmp_path: Path) -> None:
             read_interactions(_parquet(tmp_path / f"{name}.parquet", **columns))
 
 
+def test_parquet_fixed_size_and_view_binary_ids_are_read_as_text(tmp_path: Path) -> None:
+    """FIXED_LEN_BYTE_ARRAY and binary_view columns are bytes too: str() of them made every id
+    "b'u1'", silently matching no user or item of a model trained from a CSV."""
+    import pyarrow as pa
+
+    for name, kind in [("fixed", pa.binary(2)), ("view", pa.binary_view())]:
+        data = read_interactions(_parquet(tmp_path / f"{name}.parquet", user_id=pa.array(
+            [b"u1", b"u2", b"u1"], kind)))
+        assert data.user_ids.tolist() == ["u1", "u2"], name
+        with pytest.raises(DataError, match="holds bytes that are not UTF-8 text"):
+            read_interactions(_parquet(tmp_path / f"{name}-bad.parquet", user_id=pa.array(
+                [b"\xe9\xe9", b"u2", b"u1"], kind)))
+
+
 def test_download_uses_verified_cache_without_network(tmp_path: Path) -> None:
     (tmp_path / "ml-100k").mkdir()
     assert download("ml-100k", tmp_path) == tmp_path / "ml-100k"
