@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import hiredis
 import redis
 
+from shared.feedback.schema import MAX_CLOCK_SKEW
 from shared.stores.cache import AsyncRedis, redis_error
 from shared.stores.errors import BackendError
 
@@ -157,11 +158,15 @@ class OnlineConfig:
 
     def __post_init__(self) -> None:
         # Events older than the window never touch trending; while an event is inside the
-        # window its marker is alive, so a replay at any age cannot count twice.
-        if self.dedupe_ttl_seconds < self.trending_window_hours * HOUR:
+        # window its marker is alive, so a replay at any age cannot count twice. An event may
+        # be stamped up to the clock skew ahead of its arrival, which keeps it inside the
+        # window that much longer than its marker would live with a TTL of the window alone.
+        least = self.trending_window_hours * HOUR + int(MAX_CLOCK_SKEW.total_seconds())
+        if self.dedupe_ttl_seconds < least:
             raise ValueError(
-                "RECO_FEEDBACK_DEDUPE_TTL_SECONDS must cover RECO_TRENDING_WINDOW_HOURS "
-                f"({self.dedupe_ttl_seconds} s < {self.trending_window_hours} h): raise it too")
+                "RECO_FEEDBACK_DEDUPE_TTL_SECONDS must cover RECO_TRENDING_WINDOW_HOURS plus "
+                f"the events' allowed clock skew ({self.dedupe_ttl_seconds} s < {least} s): "
+                "raise it too")
 
     def decay(self, age_hours: int) -> float:
         return math.pow(0.5, age_hours / self.trending_half_life_hours)

@@ -246,9 +246,13 @@ def test_an_unreachable_redis_raises_backend_error_and_pings_false() -> None:
         online.read_user("t1", "u1")
 
 
-def test_dedupe_ttl_must_cover_the_trending_window() -> None:
-    with pytest.raises(ValueError, match="RECO_FEEDBACK_DEDUPE_TTL_SECONDS must cover RECO_"):
-        OnlineConfig(dedupe_ttl_seconds=HOUR, trending_window_hours=48)
+def test_dedupe_ttl_must_cover_the_trending_window_and_the_clock_skew() -> None:
+    """An event stamped 10 minutes ahead stays in the window 10 minutes longer than a marker
+    living exactly the window: a replay then would count it in trending twice."""
+    for ttl in (HOUR, 48 * HOUR):
+        with pytest.raises(ValueError, match="DEDUPE_TTL_SECONDS must cover RECO_TRENDING_WIN"):
+            OnlineConfig(dedupe_ttl_seconds=ttl, trending_window_hours=48)
+    assert OnlineConfig(dedupe_ttl_seconds=48 * HOUR + 600, trending_window_hours=48)
 
 
 def test_the_async_ranking_read_sends_what_the_sync_read_sends_and_reads_the_same(
