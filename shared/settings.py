@@ -149,7 +149,6 @@ class Settings(BaseSettings):
     # NCRONTAB's six fields, or a TimeSpan (dedicated plans): the host refuses anything else
     retrain_schedule: str = Field("0 0 3 * * *", alias="RETRAIN_SCHEDULE",
                                   pattern=SCHEDULE_PATTERN)
-
     retrain_tenants: str | None = Field(None, alias="RETRAIN_TENANTS")  # comma separated
     retrain_window_days: int = Field(180, alias="RETRAIN_WINDOW_DAYS", ge=1)
     retrain_gate_tolerance: float = Field(0.02, alias="RETRAIN_GATE_TOLERANCE", ge=0, lt=1)

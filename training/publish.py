@@ -687,9 +687,8 @@ def _remove_deleted_meanwhile(backends: Backends, model: TrainedModel, tenant: s
         return 0
     users = [str(u) for u in model.user_ids.tolist()]
     gone = sorted(forgotten.deleted_since(tenant, users, since, records))
-    for u in gone:
-        backends.store.delete(RECOMMENDATIONS, candidates_doc_id(version, u),
-                              user_partition(tenant, u))
+    backends.store.delete_many(RECOMMENDATIONS, [
+        (candidates_doc_id(version, u), user_partition(tenant, u)) for u in gone])
     backends.cache.delete([candidates_cache_key(tenant, version, u) for u in gone])
     if gone:
         log.info("tenant %s version %s: after the fill, removed any lists of %d users deleted "

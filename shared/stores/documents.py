@@ -10,7 +10,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -140,13 +140,17 @@ class SqliteStore:
         return self._execute_many("INSERT OR IGNORE", container, _rows(docs))
 
     def _execute_many(self, verb: str, container: str, rows: list[tuple[str, str, str]]) -> int:
-        """One transaction for the lot; returns the rows SQLite reports as changed."""
+        return self._in_one_transaction(
+            f"{verb} INTO {self._table(container)} (pk, id, body) VALUES (?,?,?)", rows
+        )
+
+    def _in_one_transaction(self, sql: str, rows: Sequence[tuple[str, ...]]) -> int:
+        """`sql` for every row in one transaction; returns the rows SQLite reports as changed
+        (executemany sums them)."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                cur = self._db.executemany(
-                    f"{verb} INTO {self._table(container)} (pk, id, body) VALUES (?,?,?)", rows
-                )
+                cur = self._db.executemany(sql, rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -163,20 +167,13 @@ class SqliteStore:
 
     def delete_many(self, container: str, ids: Iterable[tuple[str, str]]) -> int:
         """One transaction for the lot (a transaction per row cost an expiry most of its
-        time); returns how many existed (executemany sums the rows' counts)."""
+        time); returns how many existed."""
         rows = [(pk, item_id) for item_id, pk in ids]
         if not rows:
             return 0
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                cur = self._db.executemany(
-                    f"DELETE FROM {self._table(container)} WHERE pk=? AND id=?", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return int(cur.rowcount)
+        return self._in_one_transaction(
+            f"DELETE FROM {self._table(container)} WHERE pk=? AND id=?", rows
+        )
 
     def delete_if(self, container: str, item_id: str, partition_key: str,
                   expected: Mapping[str, str]) -> bool:
