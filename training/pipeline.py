@@ -84,8 +84,11 @@ class DefaultPipeline:
     def tune(self, train: Interactions) -> TunedBlend:
         """Steps 1-3: the blend tuned on validation, fitted on the first fold's fit part (what
         the re-ranker learns to re-order). Fills the report's plan, parameters and weights."""
+        return self._tune(train.one_row_per_pair())
+
+    def _tune(self, train: Interactions) -> TunedBlend:
+        """`tune` on interactions that already have one row per (user, item)."""
         cfg = self.config
-        train = train.one_row_per_pair()
         fit, val = validation_split(train, cfg.protocol, cfg.val_fraction, cfg.seed)
         plan = choose(train.n_items, cfg.memory_budget, weighted=_varies(train.weights),
                       timed=_varies(train.timestamps))
@@ -106,7 +109,7 @@ class DefaultPipeline:
         cfg = self.config
         train = train.one_row_per_pair()
         t0 = time.perf_counter()
-        tuned = self.tune(train)
+        tuned = self._tune(train)
         t1 = time.perf_counter()
         self.report.seconds["tune"] = t1 - t0
         self.model = None
