@@ -183,3 +183,20 @@ def test_an_interactions_file_with_a_non_finite_weight_is_refused_with_a_sentenc
     df = read_interactions(spark, str(tmp_path / "rows.csv"), "csv", TENANT, None)
     with pytest.raises(DataError, match="column 'weight' has nan, but weights must be finite"):
         to_interactions(df, "rows.csv")
+
+
+def test_whole_float_ids_in_an_interactions_file_read_as_whole_numbers(
+    spark, tmp_path: Path
+) -> None:
+    """Spark's cast made a double user id "1.0", matching no user of the app's events."""
+    import pandas as pd
+
+    from training.interactions import DataError
+    from training.spark_job import read_interactions
+
+    pd.DataFrame({"user_id": [1.0, 2.0], "item_id": ["a", "b"]}).to_parquet(tmp_path / "w.parquet")
+    df = read_interactions(spark, str(tmp_path / "w.parquet"), "parquet", TENANT, None)
+    assert sorted(r.user_id for r in df.collect()) == ["1", "2"]
+    pd.DataFrame({"user_id": [1.0, 2.5], "item_id": ["a", "b"]}).to_parquet(tmp_path / "f.parquet")
+    with pytest.raises(DataError, match="column 'user_id' holds double values that are not whole"):
+        read_interactions(spark, str(tmp_path / "f.parquet"), "parquet", TENANT, None)

@@ -279,6 +279,14 @@ def _parquet_ids(table: Any, col: str, p: Path) -> npt.NDArray[np.str_]:
             column = column.cast(pa.large_string())
         except pa.ArrowInvalid:
             raise DataError(f"{p}: column '{col}' holds bytes that are not UTF-8 text") from None
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        # pandas writes integer ids as floats once a column had gaps: user 1 must read as "1",
+        # as in a CSV and in the app's events, not "1.0"; a safe cast refuses fractions
+        try:
+            column = column.cast(pa.int64())
+        except pa.ArrowInvalid:
+            raise DataError(f"{p}: column '{col}' holds {kind} values that are not whole "
+                            "numbers; ids must be text or whole numbers") from None
     ids = np.asarray([str(v).strip() for v in column.to_pylist()], dtype=str)
     empty = ids == ""
     if empty.any():

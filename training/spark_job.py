@@ -134,7 +134,7 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
             if needed not in df.columns:
                 raise DataError(f"{path}: column '{needed}' not found; columns are {df.columns}")
         df = df.select(
-            F.col("user_id").cast("string"), F.col("item_id").cast("string"),
+            _id_text(df, "user_id", path), _id_text(df, "item_id", path),
             (F.col("weight") if "weight" in df.columns else F.lit(1.0)).try_cast("double")
             .alias("weight"),
             (F.col("timestamp") if "timestamp" in df.columns else F.lit(0)).try_cast("long")
@@ -146,6 +146,22 @@ def read_interactions(spark: Any, path: str, fmt: str, tenant: str, window_days:
         if end is not None and end > 0:
             df = df.where(F.col("ts") >= int(end) - window_days * 86400)
     return df
+
+
+def _id_text(df: Any, name: str, path: str) -> Any:
+    """An id column as text. Whole floats and decimals (pandas writes integer ids as floats
+    once a column had gaps) read as "1", not "1.0", as the single-machine reader and the app's
+    events give them; a fraction is refused with a sentence."""
+    from pyspark.sql import functions as F
+
+    col = F.col(name)
+    kind = dict(df.dtypes)[name]
+    if kind not in ("float", "double") and not kind.startswith("decimal"):
+        return col.cast("string").alias(name)
+    if df.where(col != F.floor(col)).limit(1).count():
+        raise DataError(f"{path}: column '{name}' holds {kind} values that are not whole "
+                        "numbers; ids must be text or whole numbers")
+    return col.cast("long").cast("string").alias(name)
 
 
 def to_interactions(df: Any, source: str) -> Interactions:

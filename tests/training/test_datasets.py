@@ -187,6 +187,24 @@ def test_parquet_fixed_size_and_view_binary_ids_are_read_as_text(tmp_path: Path)
                 [b"\xe9\xe9", b"u2", b"u1"], kind)))
 
 
+def test_parquet_float_and_decimal_ids_read_as_whole_numbers(tmp_path: Path) -> None:
+    """pandas stores integer ids as floats once a column had gaps: they were read as "1.0",
+    silently matching no user of a model trained from a CSV or of the app's events."""
+    import decimal
+
+    import pyarrow as pa
+
+    dec = pa.array([decimal.Decimal("1.00"), decimal.Decimal("2.00"), decimal.Decimal("1.00")],
+                   pa.decimal128(5, 2))
+    for name, users in [("float", pa.array([1.0, 2.0, 1.0])), ("decimal", dec),
+                        ("dict", pa.array([1.0, 2.0, 1.0]).dictionary_encode())]:
+        data = read_interactions(_parquet(tmp_path / f"{name}.parquet", user_id=users))
+        assert data.user_ids.tolist() == ["1", "2"], name
+    with pytest.raises(DataError, match="column 'item_id' holds double values that are not "
+                       "whole numbers"):
+        read_interactions(_parquet(tmp_path / "half.parquet", item_id=[1.0, 1.5, 2.0]))
+
+
 def test_download_uses_verified_cache_without_network(tmp_path: Path) -> None:
     (tmp_path / "ml-100k").mkdir()
     assert download("ml-100k", tmp_path) == tmp_path / "ml-100k"
