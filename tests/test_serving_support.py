@@ -65,19 +65,17 @@ def catalogue_model(users: list[str], seed: int = 0, generator: str = "synthetic
 
 
 def popularity_reranker() -> bytes:
-    """An ONNX GBDT that learned 'popular items are clicked': it ranks by log_pop."""
+    """An ONNX re-ranker that learned 'popular items are clicked': it ranks by log_pop alone."""
     from training.reranker import new_model, to_onnx
 
     rng = np.random.default_rng(1)
     col = FEATURES.index("log_pop")
-    x = rng.random((4000, len(FEATURES))).astype(np.float32)
-    x[:, col] *= 4
+    x = np.zeros((4000, len(FEATURES)), np.float32)
+    x[:, col] = rng.random(4000) * 4
     y = rng.random(4000) < x[:, col] / 4  # the more popular, the likelier a click
     model = new_model()
-    model.set_params(monotonic_cst=[1 if n == col else 0 for n in range(len(FEATURES))],
-                     min_samples_leaf=20)
-    model.fit(x, y)
-    return to_onnx(model)
+    model.trees.set_params(min_samples_leaf=20)
+    return to_onnx(model.fit(x, y.astype(np.float32)))
 
 
 def publish_catalogue(runtime: Runtime, tenant: str = "default", users: list[str] | None = None,

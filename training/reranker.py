@@ -1,14 +1,15 @@
-"""Second-stage re-ranker: gradient-boosted trees over (user, candidate) features, exported to ONNX.
+"""Second-stage re-ranker: a line plus gradient-boosted trees over (user, candidate) features,
+exported to ONNX.
 
 Trained on candidates from models fitted on the fit split, labelled by the validation split.
 It is kept only when it beats the generator's own order on validation users it did not see
 (a gate), so a re-ranker never makes a published model worse offline.
 
 A least-squares regressor on the 0/1 labels, not a classifier: ranking needs only the order, and
-its ONNX graph (one TreeEnsembleRegressor, no label or probability outputs) is cheaper per
-request. Its size is a cost decision: request-time ONNX time grows with the number of trees,
-and `python -m bench.quality.reranker_shapes` prints, per shape, the validation gain (paired
-against the default, over many held-out halves) and the ONNX time per 100 candidates.
+its ONNX graph (a MatMul and one TreeEnsembleRegressor, no label or probability outputs) is
+cheaper per request. Its size is a cost decision: request-time ONNX time grows with the number
+of trees, and `python -m bench.quality.reranker_shapes` prints, per shape, the validation gain
+(paired against the default, over many held-out halves) and the ONNX time per 100 candidates.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import Ridge
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from shared.reranking.features import FEATURES, ItemTable, build_features, window_counts
@@ -117,32 +120,73 @@ class Shape(NamedTuple):
     trees: int
     leaves: int
     learning_rate: float
+    linear: bool = False  # a ridge line first, the trees on its residuals
 
     def __str__(self) -> str:
-        return f"{self.trees}x{self.leaves}@{self.learning_rate:g}"
+        line = "line+" if self.linear else ""
+        return f"{line}{self.trees}x{self.leaves}@{self.learning_rate:g}"
 
 
 def shape_arg(text: str) -> Shape:
-    """An argparse type: '15x8@0.4' -> 15 trees of 8 leaves, learning rate 0.4."""
+    """An argparse type: '15x8@0.4' -> 15 trees of 8 leaves, learning rate 0.4; a 'line+'
+    prefix fits a line first and the trees on its residuals."""
+    linear = text.startswith("line+")
     try:
-        size, rate = text.split("@")
+        size, rate = text.removeprefix("line+").split("@")
         trees, leaves = size.split("x")
-        return Shape(int(trees), int(leaves), float(rate))
+        return Shape(int(trees), int(leaves), float(rate), linear)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}': expected TREESxLEAVES@RATE") from None
+        raise argparse.ArgumentTypeError(
+            f"'{text}': expected TREESxLEAVES@RATE, optionally prefixed with 'line+'"
+        ) from None
 
 
-# On ML-100k's temporal split, 30 trees at 0.2 gain about a third more validation nDCG@10 than
-# 15 or 20 trees (at 0.4 or 0.25), whose ONNX time per candidate is about half; the serving
-# throughput that would buy is within the run-to-run noise of bench/serve (its README).
-DEFAULT_SHAPE = Shape(trees=30, leaves=8, learning_rate=0.2)
+# On ML-100k's temporal validation, a line plus 15 trees gains more nDCG@10 than 30 trees alone
+# (paired over 16 held-out halves) at about 60% of their ONNX time per candidate; fewer trees
+# lose gain (bench/quality/README.md).
+DEFAULT_SHAPE = Shape(trees=15, leaves=8, learning_rate=0.2, linear=True)
 
 
-def new_model(seed: int = 0, shape: Shape = DEFAULT_SHAPE) -> HistGradientBoostingRegressor:
-    """Few small, regularised trees: they train in seconds and score 100 candidates in tens of
-    microseconds at request time."""
+class LineAndTrees:
+    """A ridge line through the features, then boosted trees fitted to what it leaves.
+
+    Most of what the re-ranker learns is monotone trends (a higher blend score, a more popular
+    item) that a line fits with one weight each and trees only with many splits; the trees then
+    spend their splits on the rest. scikit-learn's boosting cannot start from a fitted
+    estimator in a form skl2onnx exports, so the two parts are fitted here and joined in the
+    ONNX graph (`to_onnx`).
+    """
+
+    def __init__(self, trees: HistGradientBoostingRegressor, linear: bool) -> None:
+        self.trees = trees
+        self.linear = linear
+        self.coef = np.zeros(len(FEATURES), np.float32)  # per raw feature (scaling folded in)
+        self.intercept = 0.0
+
+    def fit(self, x: npt.NDArray[np.float32], y: npt.NDArray[np.float32]) -> LineAndTrees:
+        target = np.asarray(y, np.float64)
+        with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+            if self.linear:
+                scaler = StandardScaler().fit(x)
+                ridge = Ridge(alpha=1.0).fit(scaler.transform(x), target)
+                self.coef = (ridge.coef_ / scaler.scale_).astype(np.float32)
+                self.intercept = float(ridge.intercept_ - self.coef @ scaler.mean_)
+            self.trees.fit(x, target - self._line(x))
+        return self
+
+    def _line(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        return np.asarray(x @ self.coef, np.float64) + self.intercept
+
+    def predict(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
+            return self._line(x) + np.asarray(self.trees.predict(x), np.float64)
+
+
+def new_model(seed: int = 0, shape: Shape = DEFAULT_SHAPE) -> LineAndTrees:
+    """Few small, regularised trees (after a line, if the shape says so): they train in seconds
+    and score 100 candidates in tens of microseconds at request time."""
     cst = [MONOTONIC.get(name, 0) for name in FEATURES]
-    return HistGradientBoostingRegressor(
+    trees = HistGradientBoostingRegressor(
         max_iter=shape.trees,
         learning_rate=shape.learning_rate,
         max_leaf_nodes=shape.leaves,
@@ -152,23 +196,20 @@ def new_model(seed: int = 0, shape: Shape = DEFAULT_SHAPE) -> HistGradientBoosti
         early_stopping=False,
         random_state=seed,
     )
+    return LineAndTrees(trees, shape.linear)
 
 
 def fitted_model(feats: npt.NDArray[np.float32], labels: npt.NDArray[np.bool_], seed: int = 0,
-                 shape: Shape = DEFAULT_SHAPE) -> HistGradientBoostingRegressor:
+                 shape: Shape = DEFAULT_SHAPE) -> LineAndTrees:
     """`new_model` fitted on 0/1 labels, on one OpenMP thread (see OPENMP_THREADS)."""
-    model = new_model(seed, shape)
-    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        model.fit(feats, labels.astype(np.float32))
-    return model
+    return new_model(seed, shape).fit(feats, labels.astype(np.float32))
 
 
 def reorder(
-    model: HistGradientBoostingRegressor, cand: IntArray, feats: npt.NDArray[np.float32]
+    model: LineAndTrees, cand: IntArray, feats: npt.NDArray[np.float32]
 ) -> tuple[IntArray, npt.NDArray[np.float32]]:
     """Candidates sorted by re-ranker score (padding stays last)."""
-    with threadpool_limits(limits=OPENMP_THREADS, user_api="openmp"):
-        p = model.predict(feats).reshape(cand.shape).astype(np.float32)
+    p = model.predict(feats).reshape(cand.shape).astype(np.float32)
     p[cand < 0] = -1.0
     order = np.argsort(-p, axis=1, kind="stable")
     return np.take_along_axis(cand, order, axis=1), np.take_along_axis(p, order, axis=1)
@@ -176,7 +217,7 @@ def reorder(
 
 @dataclass
 class RerankerFit:
-    model: HistGradientBoostingRegressor | None  # None: the gate rejected it
+    model: LineAndTrees | None  # None: the gate rejected it
     base_ndcg: float
     reranked_ndcg: float
 
@@ -242,14 +283,30 @@ def train_reranker(
     return RerankerFit(fitted_model(rows.feats, rows.labels, seed, shape), base, gain)
 
 
-def to_onnx(model: HistGradientBoostingRegressor) -> bytes:
-    """ONNX bytes with a float input 'features' (n x len(FEATURES)) and one score column."""
+def to_onnx(model: LineAndTrees) -> bytes:
+    """ONNX bytes with a float input 'features' (n x len(FEATURES)) and one score column: the
+    trees as skl2onnx exports them, plus the line (one MatMul) added to their output."""
+    from onnx import helper, numpy_helper
     from skl2onnx import to_onnx as _to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
     onx = _to_onnx(
-        model,
+        model.trees,
         initial_types=[("features", FloatTensorType([None, len(FEATURES)]))],
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
+    if model.linear:
+        graph = onx.graph
+        score = graph.output[0].name
+        for node in graph.node:
+            node.output[:] = ["trees" if name == score else name for name in node.output]
+        graph.initializer.extend([
+            numpy_helper.from_array(model.coef.reshape(-1, 1), "line_coef"),
+            numpy_helper.from_array(np.array([model.intercept], np.float32), "line_intercept"),
+        ])
+        graph.node.extend([
+            helper.make_node("MatMul", ["features", "line_coef"], ["line"]),
+            helper.make_node("Add", ["line", "line_intercept"], ["line_total"]),
+            helper.make_node("Add", ["trees", "line_total"], [score]),
+        ])
     return bytes(onx.SerializeToString())

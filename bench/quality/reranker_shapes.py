@@ -2,7 +2,7 @@
 
     python -m bench.quality.reranker_shapes [--data ../shared/data/ml-100k]
                                             [--protocol temporal] [--splits 16]
-                                            [--shapes 20x8@0.25,15x8@0.4,15x16@0.25,10x16@0.4]
+                                            [--shapes 30x8@0.2,line+10x8@0.2,line+20x8@0.2]
 
 The pipeline's blend is tuned and fitted on the validation fold's fit part exactly as
 `DefaultPipeline.fit` does it, and its candidates for the validation users get their feature
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--protocol", choices=("stratified", "temporal"), default="temporal")
     ap.add_argument("--splits", type=int, default=16, help="held-out halves (default 16)")
-    ap.add_argument("--shapes", type=shape_list, default="20x8@0.25,15x8@0.4,15x16@0.25,10x16@0.4",
-                    help="comma-separated TREESxLEAVES@RATE (the default shape is always added)")
+    ap.add_argument("--shapes", type=shape_list, default="30x8@0.2,line+10x8@0.2,line+20x8@0.2",
+                    help="comma-separated [line+]TREESxLEAVES@RATE (the default shape is always "
+                         "added; 30x8@0.2, trees alone, was the default until stop 18)")
     args = ap.parse_args(argv)
     shapes = [DEFAULT_SHAPE] + [s for s in args.shapes if s != DEFAULT_SHAPE]
     data, meta = load_movielens(args.data)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             if scored is not None:
                 gains[shape].append(scored[1] - scored[0])
     rng = np.random.default_rng(0)
-    print(f"\n{'shape (trees x leaves @ rate)':<32}{'val gain':>10}{'vs default':>20}"
+    print(f"\n{'shape ([line+]trees x leaves @ rate)':<38}{'val gain':>10}{'vs default':>20}"
           f"{'ONNX µs / 100 cand.':>24}")
     base = np.array(gains[DEFAULT_SHAPE])
     for shape in shapes:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         paired = ("(default)" if shape == DEFAULT_SHAPE else
                   f"{diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(diff.size):.4f}")
         cost = onnx_us_per_100(rows, shape, rng)
-        print(f"{shape!s:<32}{g.mean():>+10.4f}{paired:>20}"
+        print(f"{shape!s:<38}{g.mean():>+10.4f}{paired:>20}"
               f"{min(cost):>12.1f} /{statistics.median(cost):>6.1f}")
     print(f"\nmean over {base.size} held-out halves; ± is the standard error of the paired "
           "difference; ONNX: lowest / median of 15")

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, help="also write all figures to this JSON file")
     ap.add_argument("--reranker-shape", type=shape_arg, default=DEFAULT_SHAPE,
-                    metavar="TREESxLEAVES@RATE",
+                    metavar="[line+]TREESxLEAVES@RATE",
                     help="the pipeline's re-ranker size (default %(default)s)")
     args = ap.parse_args(argv)
     results: dict[str, Any] = {}

@@ -289,7 +289,7 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
 
     from shared.reranking.features import FEATURES
     from shared.serving.model_data import Reranker
-    from training.reranker import new_model, to_onnx
+    from training.reranker import DEFAULT_SHAPE, new_model, to_onnx
 
     rows = await _user_rows(users, n)
     gen = np.random.default_rng(3)  # the benchmark's synthetic training rows
@@ -299,8 +299,8 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
     print(f"\nONNX call on {n} random users' rows by re-ranker size "
           f"(CPU µs, lowest / median of {REPEATS})")
     for trees in sizes:
-        model = new_model().set_params(max_iter=trees)
-        model.fit(x, y.astype(np.float32))
+        shape = DEFAULT_SHAPE._replace(trees=trees)
+        model = new_model(shape=shape).fit(x, y.astype(np.float32))
         reranker = Reranker(to_onnx(model), FEATURES, rows[0].shape[0])
         per: list[float] = []
         for _ in range(REPEATS):
@@ -308,7 +308,7 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
             for r in rows:
                 reranker.score(r)
             per.append((time.process_time() - t0) / len(rows) * 1e6)
-        label = f"{trees} trees x {model.max_leaf_nodes} leaves ({type(model).__name__})"
+        label = f"{shape}"
         print(f"  {label:<52} {min(per):8.1f} {statistics.median(per):8.1f}")
 
 

@@ -128,16 +128,15 @@ def wait_ready(base: str, timeout: float = 120) -> dict[str, Any]:
 # -- data ------------------------------------------------------------------------------------
 
 def train_reranker(shape: Shape = DEFAULT_SHAPE) -> bytes:
-    """A small GBDT on synthetic feature rows, exported to ONNX the way training does it."""
+    """The default re-ranker's shape fitted on synthetic feature rows, exported to ONNX the way
+    training does it."""
     from training.reranker import new_model, to_onnx
 
     rng = np.random.default_rng(3)
     x = rng.random((20_000, len(FEATURES))).astype(np.float32)
     logit = 3 * x[:, 0] + 2 * x[:, FEATURES.index("pop_pct")] - 2.5
     y = rng.random(len(x)) < 1 / (1 + np.exp(-logit))
-    model = new_model(shape=shape)
-    model.fit(x, y)
-    return to_onnx(model)
+    return to_onnx(new_model(shape=shape).fit(x, y.astype(np.float32)))
 
 
 def load(settings: Settings, n_users: int, shape: Shape = DEFAULT_SHAPE) -> str:
@@ -290,7 +289,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2,
                     help="uvicorn workers, the same for both endpoints (2 cores: 2 worked best)")
     ap.add_argument("--reranker-shape", type=shape_arg, default=DEFAULT_SHAPE,
-                    metavar="TREESxLEAVES@RATE",
+                    metavar="[line+]TREESxLEAVES@RATE",
                     help="re-ranker size (default: training's, %(default)s); "
                          "bench.quality.reranker_shapes says what a size is worth")
     args = ap.parse_args()

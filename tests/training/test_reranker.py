@@ -3,12 +3,22 @@ the gate's held-out score measures what the model adds to the blend's order."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import onnxruntime as ort
+import pytest
 from scipy import sparse
 
 from shared.reranking.features import FEATURES, ItemTable, build_features
-from training.reranker import Shape, TrainingRows, held_out_gain, new_model, to_onnx
+from training.reranker import (
+    Shape,
+    TrainingRows,
+    held_out_gain,
+    new_model,
+    shape_arg,
+    to_onnx,
+)
 
 
 def test_features_shape_and_padding() -> None:
@@ -36,15 +46,28 @@ def test_features_shape_and_padding() -> None:
 
 
 def test_onnx_matches_sklearn() -> None:
+    """Both forms, the line plus trees (the default) and trees alone, score as scikit-learn."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, len(FEATURES))).astype(np.float32)
-    y = (x[:, 0] + 0.5 * x[:, 4] + rng.normal(scale=0.5, size=2000)) > 0
-    model = new_model()
-    model.set_params(max_iter=30)
-    model.fit(x, y.astype(np.float32))
-    sess = ort.InferenceSession(to_onnx(model), providers=["CPUExecutionProvider"])
-    (scores,) = sess.run(None, {"features": x})
-    assert np.max(np.abs(np.asarray(scores).ravel() - model.predict(x))) <= 1e-5
+    x[:, 3] = x[:, 3] * 50 + 200  # a feature far from unit scale, as age_days is
+    y = (x[:, 0] + 0.5 * x[:, 4] + 0.01 * x[:, 3] + rng.normal(scale=0.5, size=2000)) > 2
+    for shape in (Shape(30, 8, 0.2, linear=True), Shape(30, 8, 0.2)):
+        model = new_model(shape=shape).fit(x, y.astype(np.float32))
+        assert np.any(model.coef != 0) == shape.linear
+        sess = ort.InferenceSession(to_onnx(model), providers=["CPUExecutionProvider"])
+        (scores,) = sess.run(None, {"features": x})
+        assert np.max(np.abs(np.asarray(scores).ravel() - model.predict(x))) <= 1e-5, shape
+
+
+def test_the_line_takes_the_trend_and_the_trees_the_rest() -> None:
+    """With a line first, a linear target needs no tree splits: the trees' residual is ~0."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4000, len(FEATURES))).astype(np.float32)
+    y = (0.3 * x[:, 0] - 0.2 * x[:, 5] + 0.5).astype(np.float32)
+    model = new_model(shape=Shape(5, 8, 0.2, linear=True)).fit(x, y)
+    assert np.allclose(model.coef[[0, 5]], [0.3, -0.2], atol=1e-3)
+    assert np.max(np.abs(model.trees.predict(x))) < 1e-3
+    assert np.max(np.abs(model.predict(x) - y)) < 1e-3
 
 
 def _rows_where_popularity_decides(n_users: int = 400, n_cand: int = 20) -> TrainingRows:
@@ -79,5 +102,14 @@ def test_held_out_gain_needs_labels_on_both_halves() -> None:
 
 
 def test_new_model_takes_its_size_from_the_shape() -> None:
-    model = new_model(shape=Shape(trees=7, leaves=4, learning_rate=0.3))
-    assert (model.max_iter, model.max_leaf_nodes, model.learning_rate) == (7, 4, 0.3)
+    model = new_model(shape=Shape(trees=7, leaves=4, learning_rate=0.3, linear=True))
+    trees = model.trees
+    assert (trees.max_iter, trees.max_leaf_nodes, trees.learning_rate, model.linear) == (
+        7, 4, 0.3, True)
+
+
+def test_shape_text_round_trips() -> None:
+    for text in ("line+15x8@0.2", "30x8@0.2"):
+        assert str(shape_arg(text)) == text
+    with pytest.raises(argparse.ArgumentTypeError, match=r"optionally prefixed with 'line\+'"):
+        shape_arg("line15x8")
