@@ -4,7 +4,8 @@ Built on insert-once `create()` and the conditional `delete_if()`, which both SQ
 Cosmos DB make atomic:
 - a free lease is taken by creating its document;
 - an expired lease is taken over by first creating a takeover marker named after the expired
-  holder's token: only one contender can create it, so only one takes the lease over;
+  holder's token and expiry: only one contender can create it, so only one takes the lease
+  over, and only with a conditional replace of the lease it read as expired;
 - a holder releases it by deleting the document only while it still carries its token.
 
 The lease lasts `ttl_seconds` and `held()` renews it every third of that while the block runs
@@ -78,19 +79,24 @@ def try_acquire(
         return lease if store.create(LEASES, doc) else None
     if datetime.fromisoformat(str(current["expires"])) > now:
         return None
-    # Expired: exactly one contender creates the takeover marker for this expired token.
+    # Expired: exactly one contender creates the takeover marker for this expired lease (its
+    # token and expiry: a late renewal gives it a new expiry, and so a marker of its own).
     # The marker stays: deleting it would let a contender that read the same expired lease a
     # moment later create it again and take over a second time. Cosmos DB drops it via `ttl`.
+    expired = {"token": str(current["token"]), "expires": str(current["expires"])}
     marker = {
-        "id": f"{_doc_id(name)}|takeover|{current['token']}", "pk": partition,
-        "kind": "lease-takeover", "by": lease.holder, "at": now.isoformat(),
+        "id": f"{_doc_id(name)}|takeover|{expired['token']}|{expired['expires']}",
+        "pk": partition, "kind": "lease-takeover", "by": lease.holder, "at": now.isoformat(),
         "ttl": max(ttl_seconds * 2, 3600),
     }
     if not store.create(LEASES, marker):
         return None
+    # Only over the lease read as expired: since the read its holder may have released it and
+    # another run taken it afresh, or renewed it late; writing over either makes two holders.
+    if not store.replace_if(LEASES, doc, expired):
+        return None
     log.warning("lease %s/%s expired (held by %s); taken over by %s",
                 partition, name, current.get("holder"), lease.holder)
-    store.upsert(LEASES, doc)
     return lease
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ import redis
 from shared import lease
 from shared.model_registry import active_version_id
 from shared.runtime import Runtime
+from shared.stores.documents import DocumentStore
 from shared.stores.factory import build_backends
 from tests.conftest import azure_settings
 from tests.helpers import runtime_on
@@ -136,3 +138,47 @@ def test_renewal_fails_once_the_lease_was_taken_over(runtime: Runtime) -> None:
     assert not lease.renew(store, crashed, 30)  # the old holder cannot extend the new lease
     holder = lease.holder_of(store, "retrain", TENANT)
     assert holder is not None and holder["holder"] == "next"
+
+
+def _expire(store: DocumentStore) -> None:
+    """Backdates the lease document, as a holder whose renewals stopped leaves it."""
+    doc = store.read(lease.LEASES, "lease|retrain", TENANT)
+    assert doc is not None
+    store.upsert(lease.LEASES, {**doc, "expires": (datetime.now(UTC)
+                                                   - timedelta(seconds=1)).isoformat()})
+
+
+@pytest.mark.parametrize("meanwhile", ["released and taken afresh", "renewed late"])
+def test_a_takeover_never_writes_over_a_lease_that_changed_since_it_was_read_expired(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """Between a contender's read of the expired lease and its takeover, the late holder may
+    finish and release it (and another run take it), or renew it: the contender stays out."""
+    store = runtime.backends.store
+    late = lease.try_acquire(store, "retrain", TENANT, ttl_seconds=30, holder="late")
+    assert late is not None
+    _expire(store)
+    real_create = store.create
+    fresh: list[lease.Lease | None] = []
+
+    def interleaved(container: str, doc: dict[str, Any]) -> bool:
+        if doc.get("kind") == "lease-takeover" and not fresh:  # after the contender's read
+            if meanwhile == "renewed late":
+                assert lease.renew(store, late, 30)
+                fresh.append(late)
+            else:
+                assert lease.release(store, late)
+                fresh.append(lease.try_acquire(store, "retrain", TENANT, ttl_seconds=30,
+                                               holder="fresh"))
+        return real_create(container, doc)
+
+    monkeypatch.setattr(store, "create", interleaved)
+    contender = lease.try_acquire(store, "retrain", TENANT, ttl_seconds=30, holder="contender")
+    monkeypatch.undo()
+
+    (holder,) = fresh
+    assert holder is not None and contender is None
+    assert lease.renew(store, holder, 30)  # still the only holder
+    _expire(store)  # and once it expires in turn, it can be taken over
+    successor = lease.try_acquire(store, "retrain", TENANT, ttl_seconds=30, holder="next")
+    assert successor is not None and lease.release(store, successor)
