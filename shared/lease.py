@@ -44,6 +44,10 @@ class LeaseHeld(RuntimeError):
     """Someone else holds the lease; the message names the holder and when it expires."""
 
 
+class LeaseLost(RuntimeError):
+    """The lease expired while its holder still ran and another run took it over."""
+
+
 def _doc_id(name: str) -> str:
     return f"lease|{name}"
 
@@ -145,6 +149,16 @@ class _Renewal:
                     return
             except Exception as exc:  # a store hiccup: the next beat tries again
                 log.warning("could not renew lease %s/%s: %s", lease.partition, lease.name, exc)
+
+
+def check(store: DocumentStore, lease: Lease) -> None:
+    """Raises LeaseLost unless the lease is still ours: a run calls it before a step that
+    another holder may be taking too (the switch), since a lost lease only stops renewals."""
+    current = store.read(LEASES, _doc_id(lease.name), lease.partition)
+    if current is None or current.get("token") != lease.token:
+        by = "another run" if current is None else str(current.get("holder"))
+        raise LeaseLost(f"lease '{lease.name}' for '{lease.partition}' expired while this run "
+                        f"held it and was taken over by {by}")
 
 
 def release(store: DocumentStore, lease: Lease) -> bool:

@@ -35,12 +35,13 @@ from training.publish import (
     FILLING,
     FillOptions,
     StoreWriter,
+    active_pointer,
     fill,
     load_model,
     version_docs,
     version_status,
 )
-from training.retrain import RetrainConfig, retrain_tenant
+from training.retrain import LEASE_NAME, RetrainConfig, retrain_tenant
 
 TENANT = "shop"
 CHUNK = 5
@@ -474,3 +475,40 @@ def test_an_expiry_that_failed_is_retried_by_the_next_run_even_one_without_data(
 
     assert rerun.status == "no_data", rerun.message
     assert version_status(store.read(MODELS, str(versions[0]), TENANT) or {}) == EXPIRED
+
+
+def test_a_run_whose_lease_was_taken_over_mid_fill_leaves_the_switch_to_the_new_holder(
+    runtime: Runtime,
+) -> None:
+    """The run's lease expired while it filled (its renewals could not reach the store, or the
+    process was paused) and the next timer run took it over and finished the publish. The
+    first run must not switch again: switching to the active version made it its own
+    previous, and the expiry then deleted the previous good version."""
+    from shared import lease
+
+    old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                         config=CONFIG)
+    store = runtime.backends.store
+    taker: list[Any] = []
+
+    def expire_and_take_over(written: int) -> None:
+        if written == CHUNK and not taker:
+            taker.append(None)
+            doc = store.read(lease.LEASES, f"lease|{LEASE_NAME}", TENANT)
+            assert doc is not None
+            store.upsert(lease.LEASES, {**doc, "expires": "2000-01-01T00:00:00+00:00"})
+            taker[0] = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+
+    _proxy(runtime, after_write=expire_and_take_over)
+    late = retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(),
+                          config=CONFIG)
+
+    (resumed,) = taker
+    assert resumed.status == "resumed", resumed.message
+    assert late.status == "failed" and "taken over" in late.message, late.message
+    pointer = active_pointer(store, TENANT)
+    assert pointer is not None
+    assert (pointer["version"], pointer["previous"]) == (resumed.version, old.version)
+    assert version_status(store.read(MODELS, str(old.version), TENANT) or {}) == "ready"
+    assert store.read(RECOMMENDATIONS, candidates_doc_id(str(old.version), "u0"),
+                      user_partition(TENANT, "u0")) is not None

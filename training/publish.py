@@ -767,13 +767,17 @@ def stage(backends: Backends, model: TrainedModel, tenant: str, rows: dict[str, 
 
 
 def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
-             options: FillOptions | None = None) -> Published:
+             options: FillOptions | None = None,
+             before_switch: Callable[[], None] | None = None) -> Published:
     """Switches the tenant to the filled version, marks it ready, expires old versions.
 
     Switch first: interrupted before the mark, the version is active and still "filling", and
     `resume_pending` marks it; the other order left a ready version that nothing switched to.
+    `before_switch` may raise to stop the switch (a retrain checks it still holds its lease).
     """
     store, tenant = backends.store, staged.tenant
+    if before_switch is not None:
+        before_switch()
     previous = set_active(store, tenant, staged.version)
     mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     log.info("tenant %s: version %s active for %d users (was %s)",
@@ -850,7 +854,8 @@ def pending_versions(store: DocumentStore, tenant: str) -> Iterator[dict[str, An
     return iter(reversed(docs))
 
 
-def resume_pending(backends: Backends, tenant: str, options: FillOptions) -> Published | None:
+def resume_pending(backends: Backends, tenant: str, options: FillOptions,
+                   before_switch: Callable[[], None] | None = None) -> Published | None:
     """Finishes the newest interrupted publish, if it is newer than the active version.
 
     Its model is read back from the artifact (it passed the gate when it was staged), the fill
@@ -887,7 +892,7 @@ def resume_pending(backends: Backends, tenant: str, options: FillOptions) -> Pub
         )
         log.info("tenant %s: resuming the unfinished publish of version %s", tenant, version)
         stats = fill(backends, model, tenant, version, options=options)
-        return activate(backends, staged, stats, options)
+        return activate(backends, staged, stats, options, before_switch)
     return None
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ class GateResult:
 @dataclass
 class RetrainResult:
     tenant: str
-    status: str  # published | rejected | resumed | skipped | no_data | handed_off
+    status: str  # published | rejected | resumed | skipped | no_data | handed_off | failed
     message: str
     version: str | None = None
     previous: str | None = None
@@ -402,9 +403,10 @@ def _without_credentials(text: str) -> str:
 
 
 def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
-                 trainer: Trainer | None = None, config: RetrainConfig | None = None
-                 ) -> RetrainResult:
-    """Gate, then publish: the steps after the data is read. No lease here (callers hold it)."""
+                 trainer: Trainer | None = None, config: RetrainConfig | None = None,
+                 before_switch: Callable[[], None] | None = None) -> RetrainResult:
+    """Gate, then publish: the steps after the data is read. No lease here (callers hold it
+    and pass `before_switch` to check it is still theirs before the switch)."""
     cfg = config or RetrainConfig.from_settings(runtime.settings)
     backends = runtime.backends
     if trainer is None:
@@ -453,7 +455,7 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
     result.mlflow_run_id = record_run(runtime.settings, tenant, result, model, manifest,
                                       evaluation, backends)
     stats = fill(backends, model, tenant, staged.version, options=cfg.fill)
-    published = activate(backends, staged, stats, cfg.fill)
+    published = activate(backends, staged, stats, cfg.fill, before_switch)
     result.previous, result.fill, result.expired = published.previous, stats, published.expired
     result.published = published.version
     result.message = (
@@ -509,8 +511,11 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
     cfg = config or RetrainConfig.from_settings(settings)
     try:
         with lease.held(runtime.backends.store, LEASE_NAME, tenant,
-                        settings.retrain_lease_seconds):
-            resumed = resume_pending(runtime.backends, tenant, cfg.fill)
+                        settings.retrain_lease_seconds) as held:
+            # A lease that expired while this run went on (renewals failed, the process was
+            # paused) may be another run's now: that run finishes the publish, not this one.
+            still_held = partial(lease.check, runtime.backends.store, held)
+            resumed = resume_pending(runtime.backends, tenant, cfg.fill, still_held)
             if resumed is not None:
                 stats = resumed.fill
                 finished = RetrainResult(
@@ -539,13 +544,17 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
                 handed = _maybe_hand_off(runtime, tenant, max_rows, rows=len(data))
                 if handed is not None:
                     return handed
-            result = run_pipeline(runtime, data, tenant, trainer, cfg)
+            result = run_pipeline(runtime, data, tenant, trainer, cfg, still_held)
             if resumed is not None and result.status != "published":  # say what did change
                 result.message = f"{finished.message}; then {result.message}"
             return result
     except lease.LeaseHeld as exc:
         return RetrainResult(tenant, "skipped",
                              f"tenant '{tenant}': another retrain is running ({exc}); skipped")
+    except lease.LeaseLost as exc:
+        return RetrainResult(tenant, "failed",
+                             f"tenant '{tenant}': nothing was switched: the {exc}, which "
+                             "finishes any version this run filled")
 
 
 def _maybe_hand_off(runtime: Runtime, tenant: str, max_rows: int, rows: int | None = None,
@@ -634,7 +643,7 @@ def train_and_publish(runtime: Runtime, data: Interactions, tenant: str,
                                  categories)
 
     result = retrain_tenant(runtime, tenant, data, trainer=trainer)
-    if result.status == "skipped":
+    if result.status in ("skipped", "failed"):
         raise DataError(result.message)
     if result.published is None:
         raise GateFailed(result.message)
