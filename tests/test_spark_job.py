@@ -200,3 +200,47 @@ def test_whole_float_ids_in_an_interactions_file_read_as_whole_numbers(
     pd.DataFrame({"user_id": [1.0, 2.5], "item_id": ["a", "b"]}).to_parquet(tmp_path / "f.parquet")
     with pytest.raises(DataError, match="column 'user_id' holds double values that are not whole"):
         read_interactions(spark, str(tmp_path / "f.parquet"), "parquet", TENANT, None)
+
+
+def test_a_setting_the_job_cannot_use_stops_it_with_a_sentence_before_spark_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The job's settings come from the secret scope (RECO_EXPERIMENTS among them)."""
+    from shared.runtime import get_runtime
+    from shared.settings import get_settings
+    from training.spark_job import main
+
+    monkeypatch.setenv("RECO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECO_EXPERIMENTS", "[{")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    try:
+        code = main(["--tenant", TENANT, "--events", str(tmp_path / "events")])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        get_runtime.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: configuration: RECO_EXPERIMENTS"), err
+
+
+def test_a_store_the_job_cannot_reach_stops_it_with_a_sentence(
+    spark, redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Cosmos DB database that is not there (not provisioned, or the wrong name)."""
+    import shared.runtime
+    from training.spark_job import main
+
+    port = int(redis_client.connection_pool.connection_kwargs["port"])
+    settings = azure_settings(port, cosmos_endpoint, azurite_connection,
+                              RECO_DATA_DIR=tmp_path / "data", COSMOS_CREATE_CONTAINERS=False)
+    runtime = runtime_on(settings, build_backends(settings))
+    monkeypatch.setattr(shared.runtime, "get_runtime", lambda: runtime)
+    _write_events(tmp_path / "events")
+
+    code = main(["--tenant", TENANT, "--events", str(tmp_path / "events"), "--format", "json"])
+
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: cosmos "), err
+    assert "run the job again once it is reachable" in err

@@ -274,25 +274,34 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.ids import ID_RULE, is_valid_id
     from shared.runtime import get_runtime
+    from shared.settings import ConfigurationError
+    from shared.stores.errors import BackendError
 
     if not is_valid_id(args.tenant):
         print(f"error: tenant '{args.tenant}' is not valid: {ID_RULE}", file=sys.stderr)
         return 2
-    spark = (
-        SparkSession.builder.appName(f"recommender-retrain-{args.tenant}")
-        # columnar transfers for the driver's two collections and the ratings upload (on by
-        # default on Databricks; without it toPandas falls back to row-by-row)
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        # an event time without an offset is UTC, as the timer path reads it (Spark would
-        # otherwise read it in the cluster's time zone)
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    # The CLI's exits: a sentence and 2 for what the job was given (data, settings: the
+    # secret scope), a sentence and 1 for a store down (a retry resumes the publish).
     try:
-        result = run_job(spark, get_runtime(), args)
-    except (DataError, FileNotFoundError) as exc:
+        runtime = get_runtime()  # settings first: a bad one stops the job before Spark starts
+        spark = (
+            SparkSession.builder.appName(f"recommender-retrain-{args.tenant}")
+            # columnar transfers for the driver's two collections and the ratings upload (on
+            # by default on Databricks; without it toPandas falls back to row-by-row)
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            # an event time without an offset is UTC, as the timer path reads it (Spark would
+            # otherwise read it in the cluster's time zone)
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate()
+        )
+        result = run_job(spark, runtime, args)
+    except (DataError, FileNotFoundError, ConfigurationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BackendError as exc:
+        print(f"error: {exc}; run the job again once it is reachable (what was done stays "
+              "done: publishing resumes where it stopped)", file=sys.stderr)
+        return 1
     print(result.message)
     return 1 if result.status == "failed" else 0
 
