@@ -512,3 +512,58 @@ def test_a_run_whose_lease_was_taken_over_mid_fill_leaves_the_switch_to_the_new_
     assert version_status(store.read(MODELS, str(old.version), TENANT) or {}) == "ready"
     assert store.read(RECOMMENDATIONS, candidates_doc_id(str(old.version), "u0"),
                       user_partition(TENANT, "u0")) is not None
+
+
+def test_a_rollback_during_a_run_stands_and_the_version_it_filled_is_abandoned(
+    runtime: Runtime,
+) -> None:
+    """The run's version passed its gate against the version the operator then rolled back
+    from while it filled (a Databricks run lasts hours): switching would undo the rollback."""
+    from shared.model_registry import set_active
+
+    first, second = (retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                                    config=CONFIG) for seed in (0, 1))
+    assert first.version is not None and second.version is not None
+    store = runtime.backends.store
+
+    def roll_back_once(written: int) -> None:
+        if written == CHUNK:
+            set_active(store, TENANT, str(first.version))
+
+    _proxy(runtime, after_write=roll_back_once)
+    during = retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=ease_trainer(),
+                            config=CONFIG)
+
+    assert during.status == "rejected", during.message
+    assert f"against version {second.version}" in during.message
+    assert active_version_id(store, TENANT) == first.version
+    (pending,) = [str(d["id"]) for d in version_docs(store, TENANT)
+                  if version_status(d) == FILLING]
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+    assert rerun.status == "no_data" and active_version_id(store, TENANT) == first.version
+    assert version_status(store.read(MODELS, pending, TENANT) or {}) == EXPIRED
+
+
+def test_an_interrupted_publish_is_not_resumed_over_a_rollback(runtime: Runtime) -> None:
+    """The interrupted version passed its gate against the version then active. After a
+    rollback it would replace another one, against which it was never compared (and the one
+    it beat was bad enough to roll back): it is abandoned, and the run trains afresh."""
+    from shared.model_registry import set_active
+
+    first, second = (retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                                    config=CONFIG) for seed in (0, 1))
+    assert first.version is not None and second.version is not None
+    _proxy(runtime, fail_after=CHUNK + 1)
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=ease_trainer(), config=CONFIG)
+    store = runtime.backends.store
+    (pending,) = [str(d["id"]) for d in version_docs(store, TENANT)
+                  if version_status(d) == FILLING]
+    _proxy(runtime)
+    set_active(store, TENANT, first.version)  # the operator rolls back from the second
+
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+
+    assert rerun.status == "no_data", rerun.message  # the timer: no events logged here
+    assert active_version_id(store, TENANT) == first.version
+    assert version_status(store.read(MODELS, pending, TENANT) or {}) == EXPIRED

@@ -43,7 +43,13 @@ from shared.keys import (
     user_partition,
     version_cache_prefix,
 )
-from shared.model_registry import MODELS, ModelVersion, save_version, set_active
+from shared.model_registry import (
+    MODELS,
+    ModelVersion,
+    active_version_id,
+    save_version,
+    set_active,
+)
 from shared.serving.recommender import RECOMMENDATIONS
 from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
 from shared.stores.cache import HotCache, RedisCache
@@ -93,6 +99,10 @@ class FillStats:
     seconds: float = 0.0
     skipped_deleted: int = 0  # users deleted on request after the version was staged
     removed_deleted: int = 0  # users deleted since staging, looked for again after the fill
+
+
+class ActiveChanged(RuntimeError):
+    """The version a staged one replaces (and was gated against) is no longer active."""
 
 
 @dataclass
@@ -774,10 +784,20 @@ def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
     Switch first: interrupted before the mark, the version is active and still "filling", and
     `resume_pending` marks it; the other order left a ready version that nothing switched to.
     `before_switch` may raise to stop the switch (a retrain checks it still holds its lease).
+    Raises ActiveChanged, switching nothing, when the version the staged one replaces (its
+    manifest's `replaces`, the version its gate compared it with) is no longer the active
+    one: a rollback away from it meanwhile stands.
     """
     store, tenant = backends.store, staged.tenant
     if before_switch is not None:
         before_switch()
+    current = active_version_id(store, tenant)
+    replaces = staged.manifest.get("replaces", current)  # absent: staged before it was kept
+    if replaces != current:
+        raise ActiveChanged(
+            f"version {staged.version} was not switched to: it passed its gate against version "
+            f"{replaces}, and version {current} has been made active since (a rollback); the "
+            "next run abandons it and trains afresh")
     previous = set_active(store, tenant, staged.version)
     mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     log.info("tenant %s: version %s active for %d users (was %s)",
@@ -856,11 +876,14 @@ def pending_versions(store: DocumentStore, tenant: str) -> Iterator[dict[str, An
 
 def resume_pending(backends: Backends, tenant: str, options: FillOptions,
                    before_switch: Callable[[], None] | None = None) -> Published | None:
-    """Finishes the newest interrupted publish, if it is newer than the active version.
+    """Finishes the newest interrupted publish, if it is newer than the active version and
+    was staged to replace it.
 
     Its model is read back from the artifact (it passed the gate when it was staged), the fill
     continues from its checkpoint, and the switch happens as in a normal publish. Older or
-    abandoned interrupted versions are expired.
+    abandoned interrupted versions are expired, and so is one staged to replace a version that
+    is no longer active (rolled back from since): it was never compared with the one it would
+    replace now.
     """
     store = backends.store
     pointer = active_pointer(store, tenant)
@@ -882,6 +905,12 @@ def resume_pending(backends: Backends, tenant: str, options: FillOptions,
         manifest = read_manifest(backends.artifacts, tenant, version)
         if i > 0 or too_old or created <= active_created or manifest is None:
             log.info("tenant %s: abandoning unfinished version %s", tenant, version)
+            expire_version(backends, tenant, version, options)
+            continue
+        if manifest.get("replaces", active) != active:  # absent: staged before it was kept
+            log.info("tenant %s: abandoning unfinished version %s: it passed the gate against "
+                     "version %s, and %s is active now", tenant, version, manifest["replaces"],
+                     active)
             expire_version(backends, tenant, version, options)
             continue
         model = load_model(backends.artifacts, tenant, version)

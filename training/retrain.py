@@ -29,7 +29,7 @@ import numpy.typing as npt
 from shared import forgotten, lease, telemetry
 from shared.feedback.process import SKEW_SECONDS
 from shared.ids import ID_RULE
-from shared.model_registry import ModelVersion
+from shared.model_registry import ModelVersion, active_version_id
 from shared.runtime import Runtime
 from shared.settings import ConfigurationError, Settings
 from shared.stores.artifacts import ArtifactNotFound
@@ -39,6 +39,7 @@ from training.interactions import DataError, Interactions
 from training.model import TrainedModel
 from training.popularity import train_popularity
 from training.publish import (
+    ActiveChanged,
     FillOptions,
     FillStats,
     activate,
@@ -424,6 +425,7 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
     # by pair: a pair on both sides (a view then a purchase) is a hit no model can score
     train, test = temporal_split(data.one_row_per_pair(), cfg.holdout_fraction)
     gate_model = trainer(train)  # train keeps the holdout's codes: evaluation maps by id anyway
+    replaces = active_version_id(backends.store, tenant)
     active = _active_model(backends, tenant)
     gate = quality_gate(gate_model, train, test, active, cfg.gate_tolerance, cfg.k)
     log.info("tenant %s: %s", tenant, gate.reason)
@@ -445,6 +447,9 @@ def run_pipeline(runtime: Runtime, data: Interactions, tenant: str,
     model = trainer(data) if cfg.refit_on_all else gate_model
     model.metrics = {f"holdout_{k}": v for k, v in gate.candidate_metrics.items()}
     extra = {"gate": {k: v for k, v in gate.__dict__.items() if not k.endswith("metrics")},
+             # the version it replaces, which the gate judged it against: the switch (and the
+             # resume of an interrupted publish) happens only while that one is still active
+             "replaces": replaces,
              "data": prep, "data_end": int(data.timestamps.max()), "deletions_as_of": as_of,
              "train_seconds": round(time.perf_counter() - t0, 3)}
     model.extra_files.setdefault("evaluation.json", json.dumps(evaluation, default=str).encode())
@@ -551,6 +556,8 @@ def retrain_tenant(runtime: Runtime, tenant: str, data: Interactions | None = No
     except lease.LeaseHeld as exc:
         return RetrainResult(tenant, "skipped",
                              f"tenant '{tenant}': another retrain is running ({exc}); skipped")
+    except ActiveChanged as exc:  # a rollback during the run: it stands
+        return RetrainResult(tenant, "rejected", f"tenant '{tenant}': {exc}")
     except lease.LeaseLost as exc:
         return RetrainResult(tenant, "failed",
                              f"tenant '{tenant}': nothing was switched: the {exc}, which "
