@@ -2,6 +2,7 @@
 
     python -m bench.serve.profile_path [--users 2000] [--requests 1000] [--profile]
                                        [--tree-sizes 40,80,150] [--concurrency 1]
+                                       [--reranker-shape line+15x8@0.2]
                                        [--onnx-rows 100,256,1000]
 
 Builds the data `bench.serve.run` builds (a private redis-server; the SQLite store instead of
@@ -18,7 +19,7 @@ figure on a shared machine):
    the request calls; wall-clock `perf_counter` for the CPU-only stages, whose wrappers cost
    ~0.1 µs, process time for the Redis reads, whose wrappers cost ~1.5 µs);
 3. with `--tree-sizes`, the ONNX call on these users' rows for re-rankers of other sizes
-   (training's `new_model` with `max_iter` changed);
+   (the default shape with another number of trees);
 4. with `--onnx-rows`, the version's re-ranker on the same rows sliced into calls of so many
    rows;
 5. with `--profile`, cProfiles of both paths (as many requests each) and, function by
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import services
+from training.reranker import DEFAULT_SHAPE, shape_arg
 
 REPEATS = 15
 FULL, BARE = "/api/recommendations/u", "/bench/bare/u"
@@ -289,7 +291,7 @@ async def _tree_sizes(sizes: list[int], users: int, n: int) -> None:
 
     from shared.reranking.features import FEATURES
     from shared.serving.model_data import Reranker
-    from training.reranker import DEFAULT_SHAPE, new_model, to_onnx
+    from training.reranker import new_model, to_onnx
 
     rows = await _user_rows(users, n)
     gen = np.random.default_rng(3)  # the benchmark's synthetic training rows
@@ -343,6 +345,9 @@ def main() -> None:
                          "same rows sliced so (does the cost per row depend on the call size?)")
     ap.add_argument("--tree-sizes", default="",
                     help="comma-separated max_iter values: ONNX time for re-rankers of that size")
+    ap.add_argument("--reranker-shape", type=shape_arg, default=DEFAULT_SHAPE,
+                    metavar="[line+]TREESxLEAVES@RATE",
+                    help="the served re-ranker's size (default: training's, %(default)s)")
     ap.add_argument("--batches", action="store_true",
                     help="answer '<path prefix> <n>' lines on stdin (A/B drivers)")
     args = ap.parse_args()
@@ -358,7 +363,7 @@ def main() -> None:
         out = sys.stderr if args.batches else sys.stdout
         real_stdout, sys.stdout = sys.stdout, out  # the A/B driver reads only its answers
         try:
-            run.load(get_settings(), args.users)
+            run.load(get_settings(), args.users, args.reranker_shape)
         finally:
             sys.stdout = real_stdout
         try:
