@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import azure.functions as func
 
@@ -18,7 +20,46 @@ from shared.telemetry import configure_telemetry
 
 configure_telemetry()
 
-app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNCTION)
+BAD_PATH = b'{"error":"the URL path is not valid UTF-8 once percent-decoded"}'
+
+
+def _utf8_path(url: str) -> bool:
+    """Whether the URL's path decodes as the library's ASGI bridge decodes it (strict UTF-8)."""
+    if "%" not in url:  # nothing percent-encoded: the host's URL text is UTF-8 already
+        return True
+    try:
+        unquote_to_bytes(urlsplit(url).path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _Utf8PathMiddleware(func.AsgiMiddleware):
+    """The ASGI bridge, answering 400 for a path such as `/api/users/%FF`: the library decodes
+    the path before the app sees it and raised UnicodeDecodeError, which the host turned into a
+    500 (uvicorn decodes it with U+FFFD instead, which the id rule refuses with a 422)."""
+
+    async def handle_async(self, req: func.HttpRequest,
+                           context: func.Context | None = None) -> Any:
+        if not _utf8_path(req.url):
+            return func.HttpResponse(BAD_PATH, status_code=400, mimetype="application/json")
+        return await super().handle_async(req, context)
+
+
+class _AsgiFunctionApp(func.AsgiFunctionApp):
+    """`AsgiFunctionApp` whose HTTP function serves through `_Utf8PathMiddleware`."""
+
+    def __init__(self, app: Any, http_auth_level: func.AuthLevel) -> None:
+        self._checked = _Utf8PathMiddleware(app)
+        super().__init__(app=app, http_auth_level=http_auth_level)
+
+    def _add_http_app(self, http_middleware: Any, function_name: str = "http_app_func") -> None:
+        # the base class passes the plain bridge it built; start-up and shutdown use this one
+        self.middleware = self._checked
+        super()._add_http_app(self._checked, function_name)
+
+
+app = _AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @app.function_name("feedback")

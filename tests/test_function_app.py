@@ -131,6 +131,25 @@ async def test_http_request_through_the_registered_asgi_function(
     assert json.loads(response.get_body()) == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["api/recommendations/%FF", "api/users/u%C3",
+                                  "api/health%ED%A0%80"])
+async def test_a_path_that_is_not_utf8_is_a_400_not_a_failed_invocation(
+    functions: dict[str, Any], path: str,
+) -> None:
+    """The library's ASGI bridge decoded the path as strict UTF-8 and raised: a 500 from the
+    host for `/api/recommendations/%FF`, where uvicorn answers a 422."""
+    handler = functions["http_app_func"].get_user_function()
+    request = func.HttpRequest(method="GET", url=f"http://localhost/{path}?k=3", body=b"",
+                               headers={}, route_params={"route": path})
+    response = await handler(request, None)
+    assert response.status_code == 400
+    assert json.loads(response.get_body()) == {
+        "error": "the URL path is not valid UTF-8 once percent-decoded"}
+    ok = func.HttpRequest(method="GET", url="http://localhost/api/health?x=%FF", body=b"",
+                          headers={}, route_params={"route": "api/health"})
+    assert (await handler(ok, None)).status_code == 200  # the query is the app's to judge
+
+
 def test_feedback_batches_are_retried_without_limit(functions: dict[str, Any]) -> None:
     """A batch that fails (backend outage) must not be checkpointed past: retry forever."""
     retry = functions["feedback"].get_settings_dict("retry_policy")  # what the worker reports
