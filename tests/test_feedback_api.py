@@ -184,3 +184,22 @@ def test_an_event_hubs_outage_is_a_503_and_an_oversized_event_a_413(tmp_path: Pa
     )
     assert response.status_code == 413
     assert "larger than the Event Hubs batch limit" in response.json()["error"]
+
+
+def test_deleting_a_user_removes_the_dead_letters_naming_them_by_a_numeric_id(
+    published: Runtime,
+) -> None:
+    """A producer sending `"userId": 42` has its events dead-lettered, and their bodies name
+    user "42": only a string `userId` was recorded as the owner, so DELETE left them."""
+    client = client_for(published)
+    bad = _event("x", "a", "view", userId=42)
+    response = client.post("/api/events", json=[bad, {**bad, "tenant": 7},
+                                                {**bad, "userId": 43}, {**bad, "userId": True}])
+    assert response.status_code == 202
+    store = published.backends.store
+    assert len(list(store.scan("deadletters"))) == 4
+    removed = client.delete("/api/users/42").json()["removed"]
+    assert removed["deadLetters"] == 1
+    assert client.delete("/api/users/42?tenant=7").json()["removed"]["deadLetters"] == 1
+    left = [json.loads(d["body"])["userId"] for d in store.scan("deadletters")]
+    assert sorted(map(str, left)) == ["43", "True"]  # other users' stay (a bool is no id)

@@ -67,10 +67,11 @@ def test_events_without_a_tenant_belong_to_the_default_tenant(store: DocumentSto
 def test_dead_letters_name_the_user_their_body_names(store: DocumentStore) -> None:
     body = json.loads(_body("bad-type", type="teleport"))
     del body["tenant"]
-    process_batch(store, [json.dumps(body).encode(), b"{broken", _body("x", userId=7)],
-                  default_tenant="shop")
+    process_batch(store, [json.dumps(body).encode(), b"{broken", _body("x", userId=7),
+                          _body("y", userId=[7])], default_tenant="shop")
     owners = sorted((d.get("tenant", ""), d.get("userId", "")) for d in store.scan("deadletters"))
-    assert owners == [("", ""), ("", ""), ("shop", "u1")]  # no JSON / no string userId: no owner
+    # no JSON, or a userId that is no id: no owner; `"userId": 7` names user "7"
+    assert owners == [("", ""), ("", ""), ("default", "7"), ("shop", "u1")]
 
 
 def test_a_bad_event_redelivered_on_another_day_is_dead_lettered_once(

@@ -112,18 +112,28 @@ def parse_event(body: bytes | str, default_tenant: str = "default",
     return event
 
 
+def _as_id(value: Any) -> str | None:
+    """An id as a body names it: a string, or an integer (`"userId": 42`, refused by the
+    schema, still names user "42")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def _owner(text: str, default_tenant: str) -> dict[str, str]:
-    """The tenant and user a rejected body names, when it is a JSON object with a string
-    `userId`: kept beside the body so that deleting the user finds their dead letters too."""
+    """The tenant and user a rejected body names, when it is a JSON object with a `userId`:
+    kept beside the body so that deleting the user finds their dead letters too."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # deep nesting: refused by the schema, and here too
         return {}
-    if not isinstance(data, dict) or not isinstance(data.get("userId"), str):
+    user = _as_id(data.get("userId")) if isinstance(data, dict) else None
+    if user is None:
         return {}
-    tenant = data.get("tenant")
-    return {"tenant": tenant if isinstance(tenant, str) else default_tenant,
-            "userId": data["userId"]}
+    tenant = _as_id(data.get("tenant"))
+    return {"tenant": default_tenant if tenant is None else tenant, "userId": user}
 
 
 def dead_letter_document(
