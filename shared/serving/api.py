@@ -24,6 +24,7 @@ from shared.runtime import Runtime, get_runtime
 from shared.serving.ranking import Scored, category_mask
 from shared.serving.recommender import (
     Answer,
+    DeletionIncomplete,
     ItemList,
     NoActiveModel,
     RegistryUnavailable,
@@ -33,7 +34,6 @@ from shared.serving.recommender import (
     Query as RecoQuery,
 )
 from shared.settings import ConfigurationError
-from shared.stores.errors import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -484,10 +484,11 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         cache keys and online state. Safe to repeat."""
         try:
             removed = rt.recommender.forget_user(tenant, user_id)
-        except BackendError as exc:
-            log.warning("DELETE /api/users: a backend failed: %s", exc)
+        except DeletionIncomplete as exc:
+            log.warning("DELETE /api/users: a backend failed: %s", exc)  # names hosts: not sent
             raise HTTPException(503, "not everything could be removed (a backend is "
-                                     "unavailable); retry: what is already removed stays removed",
+                                     f"unavailable); removed so far: {exc.removed_so_far}; "
+                                     "retry: what is already removed stays removed",
                                 headers={"Retry-After": "5"}) from None
         return ForgetOut(tenant=tenant, userId=user_id, removed=removed)
 

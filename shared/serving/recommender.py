@@ -70,6 +70,15 @@ class RegistryUnavailable(RuntimeError):
     """This process has never seen the tenant and the store cannot be read to find its model."""
 
 
+class DeletionIncomplete(BackendError):
+    """A backend failed part-way through deleting a user: `removed_so_far` counts what had
+    gone by kind (for the caller); the message adds the backend's error (for the log)."""
+
+    def __init__(self, message: str, removed_so_far: str) -> None:
+        super().__init__(message)
+        self.removed_so_far = removed_so_far
+
+
 class Query(NamedTuple):
     """One recommendation request, validated (named tuples here and below: each request builds
     them, and a frozen dataclass costs several times more to build)."""
@@ -696,7 +705,7 @@ class Recommender:
         """Deletes the user's candidate documents (every version), events, dead letters whose
         body named them, cache keys and online state, and records the deletion so that no fill
         or training run brings them back; raises BackendError naming what was already removed
-        if a backend fails.
+        if a backend fails (DeletionIncomplete).
         """
         removed = {"recommendations": 0, "events": 0, "deadLetters": 0, "cacheKeys": 0,
                    "onlineState": 0}
@@ -751,7 +760,8 @@ class Recommender:
                 )
         except Exception as exc:
             done = ", ".join(f"{n} {what}" for what, n in removed.items())
-            raise BackendError(f"{exc}; removed so far: {done}; retry the request") from None
+            raise DeletionIncomplete(f"{exc}; removed so far: {done}; retry the request",
+                                     done) from None
         return removed
 
     def _known_versions(self, tenant: str) -> set[str]:
