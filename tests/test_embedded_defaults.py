@@ -40,3 +40,20 @@ def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
     for path in ("/api/recommendations/u1", "/api/popular"):
         wrong = client.get(path, headers={"x-api-key": "s3cr\u00e9t".encode("latin-1")})
         assert wrong.status_code == 401, path
+
+
+def test_only_liveness_and_the_schema_answer_without_the_api_key(tmp_path: Path) -> None:
+    """/api/ready answered anyone: which tenants exist (404 or not), their model versions and
+    the state of each backend, while every data route asked for the key."""
+    settings = embedded_settings(tmp_path, RECO_API_KEY="s3cret")
+    runtime = runtime_on(settings, build_backends(settings))
+    train_and_publish(runtime, tiny_interactions(), "default")
+    runtime.recommender.warm("default")
+    client = client_for(runtime)
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
+    for path in ("/api/ready", "/api/ready?tenant=nobody"):
+        response = client.get(path)
+        assert response.status_code == 401, path
+        assert response.json() == {"error": "missing or wrong x-api-key header"}
+    assert client.get("/api/ready", headers={"x-api-key": "s3cret"}).json()["ready"] is True

@@ -352,7 +352,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/ready", response_model=ReadyOut,
+    # Liveness needs no key; readiness does: it says which tenants exist, their versions and
+    # the state of every backend.
+    @app.get("/api/ready", response_model=ReadyOut, dependencies=[Depends(check_key)],
              responses={503: {"description": "not ready; `reasons` says why"},
                         404: {"description": "a tenant other than the default has no model"}})
     def ready(rt: Annotated[Runtime, Depends(runtime)],
