@@ -128,3 +128,26 @@ def test_schema_fuzzing_finds_no_server_errors(catalogue) -> None:
         run()
     assert operations >= 7 and len(calls) >= 5 * operations
     assert failures == []
+
+
+
+def test_ready_does_not_answer_with_the_backends_own_error(
+    catalogue, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store error names its host (`HTTPConnection(host=..., port=...)`): the other routes
+    keep it in the log, readiness put it in `reasons`."""
+    from shared.stores.errors import BackendError
+
+    runtime, _ = catalogue
+
+    def unreachable(*_: object) -> None:
+        raise BackendError("cosmos read failed: HTTPConnection(host='acct.documents.azure.com',"
+                           " port=443): Failed to establish a new connection")
+
+    monkeypatch.setattr(runtime.backends.store, "read", unreachable)
+    response = client_for(runtime).get("/api/ready")  # this process never read the pointer
+    assert response.status_code == 503
+    reasons = response.json()["reasons"]
+    assert ("the active model of tenant 'default' cannot be read (the store is unavailable)"
+            in reasons)
+    assert not [r for r in reasons if "acct.documents" in r], reasons

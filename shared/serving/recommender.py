@@ -795,8 +795,11 @@ class Recommender:
         if active is None:
             try:
                 active = self._active.get(tenant)
-            except Exception as exc:
-                reasons.append(f"the active model of tenant '{tenant}' cannot be read: {exc}")
+            except Exception as exc:  # the detail may name hosts: logged, not answered
+                log.warning("readiness: the active model of tenant %s cannot be read: %s",
+                            tenant, exc)
+                reasons.append(f"the active model of tenant '{tenant}' cannot be read (the "
+                               "store is unavailable)")
         if active is None:
             reasons.append(f"tenant '{tenant}' has no active model")
         else:
