@@ -9,7 +9,7 @@ from schemathesis.core.result import Ok
 
 from shared.serving.api import create_app
 from tests.helpers import client_for
-from tests.test_serving_support import make_catalogue
+from tests.test_serving_support import make_catalogue, publish_catalogue
 
 LONG = "x" * 129
 
@@ -151,3 +151,23 @@ def test_ready_does_not_answer_with_the_backends_own_error(
     assert ("the active model of tenant 'default' cannot be read (the store is unavailable)"
             in reasons)
     assert not [r for r in reasons if "acct.documents" in r], reasons
+
+
+def test_ready_does_not_call_a_tenant_unknown_when_its_pointer_cannot_be_read(
+    catalogue, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ping passes (or bypasses an open breaker) while the pointer read fails: readiness
+    answered 404 "has no published model" for a tenant that has one."""
+    from shared.stores.errors import BackendError
+
+    runtime, _ = catalogue
+    publish_catalogue(runtime, tenant="shop")
+
+    def throttled(*_: object) -> None:
+        raise BackendError("cosmos read failed: 429 Too Many Requests")
+
+    monkeypatch.setattr(runtime.backends.store, "read", throttled)
+    response = client_for(runtime).get("/api/ready?tenant=shop")
+    assert response.status_code == 503, response.text
+    assert ("the active model of tenant 'shop' cannot be read (the store is unavailable)"
+            in response.json()["reasons"])

@@ -362,9 +362,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         """Backends reachable and the tenant's active model loaded (its version, age); the
         default tenant unless `tenant=` or `x-tenant` names another. The default tenant
         without a model is "not ready" (503); another tenant without one is unknown (404)."""
-        ok, details = rt.recommender.readiness(tenant)
+        ok, details, unknown = rt.recommender.readiness(tenant)
         named = tenant != rt.settings.default_tenant
-        if named and not details["model"] and all(details["backends"].values()):
+        if named and unknown and all(details["backends"].values()):
             raise HTTPException(404, f"tenant '{tenant}' has no published model")
         return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, **details})
 

@@ -779,8 +779,9 @@ class Recommender:
 
     # -- readiness -------------------------------------------------------------------------
 
-    def readiness(self, tenant: str) -> tuple[bool, dict[str, Any]]:
-        """Backends reachable and the tenant's active model loaded; reasons when not."""
+    def readiness(self, tenant: str) -> tuple[bool, dict[str, Any], bool]:
+        """Backends reachable and the tenant's active model loaded; reasons when not; and
+        whether the tenant is known to have no model (its pointer was read: none)."""
         reasons: list[str] = []
         backends = {
             "cache": self._b.cache.ping(),
@@ -792,6 +793,7 @@ class Recommender:
         reasons += [f"{name} is not reachable" for name, ok in backends.items() if not ok]
         model: dict[str, Any] = {}
         active = self._active.known(tenant)
+        unreadable = False
         if active is None:
             try:
                 active = self._active.get(tenant)
@@ -800,8 +802,10 @@ class Recommender:
                             tenant, exc)
                 reasons.append(f"the active model of tenant '{tenant}' cannot be read (the "
                                "store is unavailable)")
+                unreadable = True
         if active is None:
-            reasons.append(f"tenant '{tenant}' has no active model")
+            if not unreadable:  # unreadable: whether it has one is unknown
+                reasons.append(f"tenant '{tenant}' has no active model")
         else:
             loaded = self.models.loaded(tenant, active.version)
             if loaded is None:
@@ -822,4 +826,4 @@ class Recommender:
             "breakers": self.breakers.states(),
             "model": model,
             "reasons": reasons,
-        }
+        }, active is None and not unreadable
