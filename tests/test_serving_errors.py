@@ -60,6 +60,28 @@ def test_bad_requests_get_4xx_with_a_readable_message(
     assert "Traceback" not in message
 
 
+@pytest.mark.parametrize(("method", "url", "headers"), [
+    ("GET", "/api/recommendations/u1?tenant=nobody&tenant=default", []),
+    ("GET", "/api/recommendations/u1", [("x-tenant", "nobody"), ("x-tenant", "default")]),
+    ("GET", "/api/popular?tenant=default&tenant=nobody", []),
+    ("GET", "/api/ready", [("x-tenant", "default"), ("x-tenant", "nobody")]),
+    ("DELETE", "/api/users/u1", [("x-tenant", "default"), ("x-tenant", "nobody")]),
+    ("DELETE", "/api/users/u1?tenant=nobody&tenant=default", []),
+    ("POST", "/api/events?tenant=default&tenant=nobody", []),
+])
+def test_a_tenant_named_twice_by_one_parameter_is_a_422(
+    catalogue, method: str, url: str, headers: list[tuple[str, str]],
+) -> None:
+    """Naming two tenants with `tenant=` and `x-tenant` is refused; naming two with one of
+    them answered for the query's last or the header's first (a gateway appending its own
+    x-tenant after the caller's was overridden by the caller's)."""
+    runtime, _ = catalogue
+    response = client_for(runtime).request(method, url, headers=headers, json=[])
+    assert response.status_code == 422, response.text
+    assert response.json()["error"].endswith("; name one tenant")
+    assert runtime.backends.store.query_partition("recommendations", "default|u1") != []
+
+
 def test_too_many_excluded_ids_are_refused(catalogue) -> None:
     runtime, _ = catalogue
     query = "&".join(f"exclude=i{n}" for n in range(101))
@@ -97,6 +119,7 @@ def test_ready_answers_for_the_tenant_the_request_names(catalogue) -> None:
     runtime.recommender.warm("default")
     client = client_for(runtime)
     assert client.get("/api/ready?tenant=default").json()["ready"] is True
+    assert client.get("/api/ready?tenant=default&tenant=default").json()["ready"] is True
     for response in (client.get("/api/ready?tenant=nobody"),
                      client.get("/api/ready", headers={"x-tenant": "nobody"})):
         assert response.status_code == 404

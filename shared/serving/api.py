@@ -151,7 +151,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-_LIST_PARAMS = frozenset(("exclude", "category", "recent"))
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    """Every value of a request header, in order (`_header` reads the first)."""
+    return [str(value.decode("latin-1")) for key, value in scope["headers"] if key == name]
+
+
+_LIST_PARAMS = frozenset(("exclude", "category", "recent", "tenant"))
 
 
 def _query(scope: Scope) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -196,10 +201,10 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
         k = int(raw_k) if len(raw_k) <= 3 and raw_k.isascii() and raw_k.isdigit() else 0
         if not 1 <= k <= 100:
             raise HTTPException(422, "k: must be an integer from 1 to 100")
-    tenant = params.get("tenant")
+    tenant = _named_once("tenant", lists.get("tenant"))
     if tenant is not None:
         _valid_id_or_422("tenant", tenant)
-    header_tenant = _header(scope, b"x-tenant")
+    header_tenant = _named_once("x-tenant", _headers(scope, b"x-tenant"))
     if header_tenant is not None:
         _valid_id_or_422("x-tenant", header_tenant)
     return RecoQuery(
@@ -210,6 +215,25 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
         categories=_categories(lists.get("category")),
         recent=tuple(_ids("recent", lists.get("recent"), 50)),
     )
+
+
+def _named_once(name: str, values: list[str] | None) -> str | None:
+    """The tenant a repeatable source (`tenant=`, `x-tenant`) names; naming two with it is
+    refused like naming two with both (else the query's last or the header's first won: a
+    gateway appending its own header was overridden by the caller's)."""
+    if not values:
+        return None
+    other = next((v for v in values if v != values[0]), None)
+    if other is not None:
+        raise HTTPException(422, f"{name}: names '{values[0][:40]}' and '{other[:40]}'; "
+                                 "name one tenant")
+    return values[0]
+
+
+def _tenant_repeats_agree(request: Request) -> None:
+    """`_named_once` for the routes whose parameters FastAPI parses (one value each)."""
+    _named_once("tenant", request.query_params.getlist("tenant"))
+    _named_once("x-tenant", request.headers.getlist("x-tenant"))
 
 
 def _one_tenant(query: str | None, header: str | None) -> str | None:
@@ -313,9 +337,11 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
 
     async def tenant_of(
         rt: Annotated[Runtime, Depends(runtime)],
+        request: Request,
         tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
     ) -> str:
+        _tenant_repeats_agree(request)
         return _one_tenant(tenant, x_tenant) or rt.settings.default_tenant
 
     K = Annotated[int, Query(ge=1, le=100, description="how many items (1-100)")]
@@ -502,6 +528,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     )
     def post_events(
         rt: Annotated[Runtime, Depends(runtime)],
+        request: Request,
         events: Annotated[list[dict[str, Any]], Body(max_length=MAX_EVENTS_PER_REQUEST)],
         tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
         x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
@@ -517,6 +544,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         from shared.stores.errors import BackendError
         from shared.stores.events import EventTooLarge, SendFailed, UnencodableEvent
 
+        _tenant_repeats_agree(request)
         named = _one_tenant(tenant, x_tenant)
         if named is not None:
             events = [_of_tenant(n, e, named) for n, e in enumerate(events)]
