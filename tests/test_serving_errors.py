@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 
 from shared.serving.api import create_app
@@ -126,6 +132,23 @@ def test_ready_answers_for_the_tenant_the_request_names(catalogue) -> None:
         assert response.json() == {"error": "tenant 'nobody' has no published model"}
 
 
+def test_every_error_answer_is_documented_in_the_one_error_shape() -> None:
+    """FastAPI documented its own 422 body (`{"detail": [...]}`) on every route but one, and
+    no 401 at all: generated clients expected a shape this API never sends."""
+    spec = create_app().openapi()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            errors = {code: r for code, r in operation["responses"].items() if int(code) >= 400}
+            if path != "/api/health":
+                assert {"401", "422"} <= set(errors), (method, path)
+            for code, response in errors.items():
+                if (path, code) == ("/api/ready", "503"):
+                    continue  # readiness says why in its own body
+                assert response["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ErrorOut"}, (method, path, code)
+
+
 def test_schema_fuzzing_finds_no_server_errors(catalogue) -> None:
     runtime, _ = catalogue
     runtime.recommender.warm("default")
@@ -144,9 +167,13 @@ def test_schema_fuzzing_finds_no_server_errors(catalogue) -> None:
         def run(case: schemathesis.Case) -> None:
             response = case.call()
             calls.append(response.status_code)
-            if response.status_code >= 500:
+            try:  # no 5xx, and every answer's status and body as the schema documents them
+                case.validate_response(response, checks=[
+                    not_a_server_error, status_code_conformance, response_schema_conformance])
+            except (Failure, FailureGroup) as exc:  # one failure, or a group of them
                 failures.append(f"{case.method} {case.formatted_path} {case.query} "
-                                f"-> {response.status_code} {response.text[:200]}")
+                                f"-> {response.status_code} {response.text[:200]}: "
+                                f"{str(exc)[:200]}")
 
         run()
     assert operations >= 7 and len(calls) >= 5 * operations

@@ -91,6 +91,12 @@ class EventsAccepted(BaseModel):
     accepted: int
 
 
+class ErrorOut(BaseModel):
+    """Every error answer (but readiness's own 503, a ReadyOut): what is wrong, in a sentence."""
+
+    error: str
+
+
 def _readable(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -262,9 +268,18 @@ def _documented_parameters(signature_only: Callable[..., Any]) -> list[dict[str,
     return list(probe.openapi()["paths"]["/{user_id}"]["get"]["parameters"])
 
 
-VALIDATION_ERROR: dict[int | str, dict[str, Any]] = {
-    422: {"description": "invalid parameters; `error` says which and why"}
-}
+def _errors(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Responses documented with the error shape (FastAPI would document its own 422 body,
+    `{"detail": [...]}`, which this API never sends)."""
+    return {code: {"model": ErrorOut, "description": text} for code, text in described.items()}
+
+
+REQUEST_ERRORS = _errors({
+    401: "missing or wrong x-api-key header (when RECO_API_KEY is set)",
+    422: "invalid parameters; `error` says which and why",
+})
+UNAVAILABLE = _errors({503: "the model registry or the model is not available yet; retry "
+                            "after Retry-After seconds"})
 
 
 def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
@@ -355,9 +370,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         list[str] | None,
         Query(description="the session's recent item ids, most recent first (re-ranker context)"),
     ]
-    not_published: dict[int | str, dict[str, Any]] = {
-        404: {"description": "the tenant has no published model"}
-    }
+    not_published = {**_errors({404: "the tenant has no published model"}), **UNAVAILABLE,
+                     **REQUEST_ERRORS}
 
     def _model_errors(exc: Exception) -> HTTPException:
         if isinstance(exc, NoActiveModel):
@@ -382,7 +396,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     # the state of every backend.
     @app.get("/api/ready", response_model=ReadyOut, dependencies=[Depends(check_key)],
              responses={503: {"description": "not ready; `reasons` says why"},
-                        404: {"description": "a tenant other than the default has no model"}})
+                        **_errors({404: "a tenant other than the default has no model"}),
+                        **REQUEST_ERRORS})
     def ready(rt: Annotated[Runtime, Depends(runtime)],
               tenant: Annotated[str, Depends(tenant_of)]) -> JSONResponse:
         """Backends reachable and the tenant's active model loaded (its version, age); the
@@ -409,7 +424,7 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     @app.get(
         "/api/recommendations/{user_id}",
         response_model=RecommendationsOut,
-        responses={**not_published, **VALIDATION_ERROR},
+        responses=not_published,
         openapi_extra={"parameters": _documented_parameters(recommendations_doc)},
     )
     async def recommendations(request: Request) -> Response:
@@ -501,7 +516,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         "/api/users/{user_id}",
         response_model=ForgetOut,
         dependencies=[Depends(check_key)],
-        responses={503: {"description": "a backend failed; the message says what was removed"}},
+        responses={**_errors({503: "a backend failed; the message says what was removed"}),
+                   **REQUEST_ERRORS},
     )
     def forget_user(
         rt: Annotated[Runtime, Depends(runtime)],
@@ -525,6 +541,11 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         response_model=EventsAccepted,
         status_code=202,
         dependencies=[Depends(check_key)],
+        responses={**_errors({400: "the body is not JSON",
+                              413: "an event is over the Event Hubs batch limit; none was sent",
+                              503: "Event Hubs is unavailable; the message says how many events "
+                                   "were sent"}),
+                   **REQUEST_ERRORS},
     )
     def post_events(
         rt: Annotated[Runtime, Depends(runtime)],
