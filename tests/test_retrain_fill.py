@@ -95,6 +95,17 @@ def _proxy(runtime: Runtime, **kwargs: Any) -> ContainerProxy:
     return proxy
 
 
+def _interrupted_publish(runtime: Runtime, seed: int) -> str:
+    """A retrain killed part-way through its fill; the version it left filling."""
+    _proxy(runtime, fail_after=CHUNK + 1)
+    with pytest.raises(BackendError, match="killed"):
+        retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                       config=CONFIG)
+    (pending,) = [str(d["id"]) for d in version_docs(runtime.backends.store, TENANT)
+                  if version_status(d) == FILLING]
+    return pending
+
+
 @pytest.fixture
 def runtime(redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
             tmp_path: Path) -> Runtime:
@@ -331,11 +342,8 @@ def test_a_run_given_data_trains_it_after_finishing_an_interrupted_publish(
     publish first must not stand in for training it."""
     old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
                          config=CONFIG)
-    _proxy(runtime, fail_after=CHUNK + 1)
-    with pytest.raises(BackendError, match="killed"):
-        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+    pending = _interrupted_publish(runtime, seed=1)
     store = runtime.backends.store
-    (pending,) = [d["id"] for d in version_docs(store, TENANT) if version_status(d) == FILLING]
     _proxy(runtime)
 
     given = clustered(seed=2, n_users=30)
@@ -351,11 +359,7 @@ def test_a_run_given_data_trains_it_after_finishing_an_interrupted_publish(
 
 def test_a_rejected_run_still_says_it_finished_an_interrupted_publish(runtime: Runtime) -> None:
     retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(), config=CONFIG)
-    _proxy(runtime, fail_after=CHUNK + 1)
-    with pytest.raises(BackendError, match="killed"):
-        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
-    (pending,) = [str(d["id"]) for d in version_docs(runtime.backends.store, TENANT)
-                  if version_status(d) == FILLING]
+    pending = _interrupted_publish(runtime, seed=1)
     _proxy(runtime)
 
     result = retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=least_popular_trainer(),
@@ -400,12 +404,8 @@ def test_a_user_deleted_during_an_interrupted_publish_is_not_brought_back_by_its
 ) -> None:
     old = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
                          config=CONFIG)
-    _proxy(runtime, fail_after=CHUNK + 1)
-    with pytest.raises(BackendError, match="killed"):
-        retrain_tenant(runtime, TENANT, clustered(seed=1), trainer=ease_trainer(), config=CONFIG)
+    pending = _interrupted_publish(runtime, seed=1)
     store = runtime.backends.store
-    (pending,) = [str(d["id"]) for d in version_docs(store, TENANT)
-                  if version_status(d) == FILLING]
     users = [str(u) for u in load_model(runtime.backends.artifacts, TENANT,
                                         pending).user_ids.tolist()]
     gone = users[-1]  # in a chunk the killed fill had not written
@@ -553,12 +553,8 @@ def test_an_interrupted_publish_is_not_resumed_over_a_rollback(runtime: Runtime)
     first, second = (retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
                                     config=CONFIG) for seed in (0, 1))
     assert first.version is not None and second.version is not None
-    _proxy(runtime, fail_after=CHUNK + 1)
-    with pytest.raises(BackendError, match="killed"):
-        retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=ease_trainer(), config=CONFIG)
+    pending = _interrupted_publish(runtime, seed=2)
     store = runtime.backends.store
-    (pending,) = [str(d["id"]) for d in version_docs(store, TENANT)
-                  if version_status(d) == FILLING]
     _proxy(runtime)
     set_active(store, TENANT, first.version)  # the operator rolls back from the second
 
