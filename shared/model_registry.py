@@ -1,7 +1,9 @@
 """Model versions per tenant and the pointer to the active one, kept in the `models` container.
 
 Switching versions is one write of the pointer document, so readers see either the old or the
-new version, never a mix.
+new version, never a mix. The write is a compare-and-swap on the version the switch read (or
+meant to replace): a switch landing in between (a rollback, which takes no lease, during a
+publish) is never silently overwritten.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from shared.keys import ACTIVE_DOC_ID
 from shared.stores.documents import DocumentStore
@@ -64,22 +67,56 @@ def read_version(store: DocumentStore, tenant: str, version: str) -> ModelVersio
     )
 
 
-def set_active(store: DocumentStore, tenant: str, version: str) -> str | None:
-    """Point the tenant at `version`; returns the version it replaced."""
-    current = store.read(MODELS, ACTIVE_DOC_ID, tenant)
-    previous = None if current is None else str(current["version"])
-    store.upsert(
-        MODELS,
-        {
-            "id": ACTIVE_DOC_ID,
-            "pk": tenant,
-            "kind": "pointer",
-            "version": version,
-            "previous": previous,
-            "switched": datetime.now(UTC).isoformat(),
-        },
-    )
-    return previous
+class PointerChanged(RuntimeError):
+    """A conditional switch found the pointer naming another version than it expected."""
+
+    def __init__(self, tenant: str, expected: str | None, found: str | None) -> None:
+        super().__init__(f"tenant '{tenant}': the active version is {found}, not {expected}")
+        self.expected, self.found = expected, found
+
+
+class _Expect(Enum):
+    WHATEVER_IS_ACTIVE = "whatever is active"
+
+
+WHATEVER_IS_ACTIVE: Final = _Expect.WHATEVER_IS_ACTIVE  # `set_active`'s default `expected`
+
+
+def switch_active(store: DocumentStore, tenant: str, version: str,
+                  expected: str | None) -> dict[str, Any] | None:
+    """Points the tenant at `version` only while the pointer names `expected` (None: while the
+    tenant has no pointer), in one atomic write; returns the pointer written, or None (nothing
+    written) when another switch came first."""
+    doc = {
+        "id": ACTIVE_DOC_ID,
+        "pk": tenant,
+        "kind": "pointer",
+        "version": version,
+        "previous": expected,
+        "switched": datetime.now(UTC).isoformat(),
+    }
+    if expected is None:
+        written = store.create(MODELS, doc)
+    else:
+        written = store.replace_if(MODELS, doc, {"version": expected})
+    return doc if written else None
+
+
+def set_active(store: DocumentStore, tenant: str, version: str,
+               expected: str | _Expect | None = WHATEVER_IS_ACTIVE) -> str | None:
+    """Point the tenant at `version`; returns the version it replaced.
+
+    With `expected`, only from that version (None: only if the tenant has no pointer yet), else
+    raises PointerChanged. By default, from whatever is active: a switch landing between the
+    read and the write makes it read again, so `previous` names the version really replaced.
+    """
+    while True:
+        current = (active_version_id(store, tenant) if expected is WHATEVER_IS_ACTIVE
+                   else expected)
+        if switch_active(store, tenant, version, current) is not None:
+            return current
+        if expected is not WHATEVER_IS_ACTIVE:
+            raise PointerChanged(tenant, expected, active_version_id(store, tenant))
 
 
 def active_version_id(store: DocumentStore, tenant: str) -> str | None:

@@ -28,7 +28,7 @@ from shared.serving.recommender import RECOMMENDATIONS
 from shared.stores.errors import BackendError
 from shared.stores.factory import build_backends
 from tests.conftest import azure_settings
-from tests.helpers import client_for, runtime_on
+from tests.helpers import before_pointer_write, client_for, runtime_on
 from tests.retrain_data import clustered, ease_trainer, least_popular_trainer
 from training.publish import (
     EXPIRED,
@@ -542,6 +542,34 @@ def test_a_rollback_during_a_run_stands_and_the_version_it_filled_is_abandoned(
     rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
     assert rerun.status == "no_data" and active_version_id(store, TENANT) == first.version
     assert version_status(store.read(MODELS, pending, TENANT) or {}) == EXPIRED
+
+
+def test_a_rollback_between_the_publishs_check_and_its_switch_stands(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rollback lands after the publish found the version it was gated against still
+    active and before its pointer write: the switch is conditional on that version, so it
+    fails instead of overwriting the rollback."""
+    from shared.model_registry import set_active
+
+    first, second = (retrain_tenant(runtime, TENANT, clustered(seed=seed), trainer=ease_trainer(),
+                                    config=CONFIG) for seed in (0, 1))
+    assert first.version is not None and second.version is not None
+    store = runtime.backends.store
+    before_pointer_write(monkeypatch, store, TENANT,
+                         lambda: set_active(store, TENANT, str(first.version)))
+
+    during = retrain_tenant(runtime, TENANT, clustered(seed=2), trainer=ease_trainer(),
+                            config=CONFIG)
+
+    assert during.status == "rejected", during.message
+    assert (f"against version {second.version}, and version {first.version} has been made "
+            "active since") in during.message
+    pointer = active_pointer(store, TENANT)
+    assert pointer is not None
+    assert (pointer["version"], pointer["previous"]) == (first.version, second.version)
+    assert [version_status(store.read(MODELS, str(r.version), TENANT) or {})
+            for r in (first, second)] == ["ready", "ready"]
 
 
 def test_an_interrupted_publish_is_not_resumed_over_a_rollback(runtime: Runtime) -> None:

@@ -18,10 +18,11 @@ from shared.model_registry import MODELS, set_active
 from shared.runtime import Runtime
 from shared.serving.recommender import RECOMMENDATIONS
 from shared.settings import Settings
+from shared.stores.documents import DocumentStore
 from shared.stores.errors import BackendError
 from shared.stores.factory import build_backends
 from tests import services
-from tests.helpers import client_for, runtime_on
+from tests.helpers import before_pointer_write, client_for, runtime_on
 from tests.retrain_data import clustered, ease_trainer
 from training.publish import READY, FillOptions, active_pointer, expire_version, version_status
 from training.retrain import RetrainConfig, retrain_tenant
@@ -71,6 +72,19 @@ def answer(runtime: Runtime, user: str, version: str | None = None) -> dict[str,
         if version is None or body.get("modelVersion") == version or time.monotonic() > deadline:
             return body
         time.sleep(0.05)
+
+
+def rollback_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                  runtime: Runtime, *args: str) -> tuple[int, str, str]:
+    """`python -m training rollback --tenant TENANT ...` in this process on `runtime`, so a
+    test can hook its store: the exit code, stdout and stderr."""
+    from training import cli
+    from training.commands import rollback
+
+    monkeypatch.setattr(rollback, "get_runtime", lambda: runtime)
+    code = cli.main(["rollback", "--tenant", TENANT, *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def publish_two(runtime: Runtime) -> tuple[str, str, dict[str, Any]]:
@@ -233,3 +247,43 @@ def test_a_run_after_a_rollback_does_not_switch_back_to_an_unmarked_version(
     assert pointer is not None and pointer["version"] == first, rerun.message
     forward = cli(env, "rollback", "--tenant", TENANT, "--to", second)
     assert forward.returncode == 0, forward.stderr
+
+
+@pytest.mark.parametrize("first", [None, "v1"])
+def test_two_switches_at_once_lose_neither(store: DocumentStore, first: str | None,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A switch lands between another's read of the pointer and its write (or, for the first
+    pointer, both find none): the later write is made from the version then active, so the
+    pointer's `previous` names it."""
+    if first is not None:
+        set_active(store, TENANT, first)
+    before_pointer_write(monkeypatch, store, TENANT, lambda: set_active(store, TENANT, "v2"))
+
+    assert set_active(store, TENANT, "v3") == "v2"
+
+    pointer = active_pointer(store, TENANT)
+    assert pointer is not None and (pointer["version"], pointer["previous"]) == ("v3", "v2")
+
+
+def test_a_publish_between_the_rollbacks_read_and_its_switch_stands(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The rollback takes no lease: a publish may switch after the rollback read the pointer.
+    The rollback switches only from the version it read; the operator is told, and decides
+    again with the new version in view."""
+    _, second, _ = publish_two(runtime)
+    store = runtime.backends.store
+    published: list[Any] = []
+    before_pointer_write(monkeypatch, store, TENANT, lambda: published.append(
+        retrain_tenant(runtime, TENANT, clustered(seed=2), ease_trainer(), CONFIG)))
+
+    code, out, err = rollback_here(monkeypatch, capsys, runtime)
+
+    (third,) = published
+    assert third.status == "published", third.message
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert (f"the active version of tenant '{TENANT}' changed during the rollback (from "
+            f"{second} to {third.version}): nothing was switched") in err
+    pointer = active_pointer(store, TENANT)
+    assert pointer is not None and (pointer["version"], pointer["previous"]) == (
+        third.version, second)

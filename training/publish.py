@@ -46,6 +46,7 @@ from shared.keys import (
 from shared.model_registry import (
     MODELS,
     ModelVersion,
+    PointerChanged,
     active_version_id,
     save_version,
     set_active,
@@ -786,19 +787,22 @@ def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
     `before_switch` may raise to stop the switch (a retrain checks it still holds its lease).
     Raises ActiveChanged, switching nothing, when the version the staged one replaces (its
     manifest's `replaces`, the version its gate compared it with) is no longer the active
-    one: a rollback away from it meanwhile stands.
+    one: a rollback away from it meanwhile stands. The switch is conditional on that version
+    (one atomic write), so a rollback landing just before it is not overwritten either.
     """
     store, tenant = backends.store, staged.tenant
     if before_switch is not None:
         before_switch()
-    current = active_version_id(store, tenant)
-    replaces = staged.manifest.get("replaces", current)  # absent: staged before it was kept
-    if replaces != current:
+    # absent: staged before it was kept
+    replaces = (staged.manifest["replaces"] if "replaces" in staged.manifest
+                else active_version_id(store, tenant))
+    try:
+        previous = set_active(store, tenant, staged.version, expected=replaces)
+    except PointerChanged as exc:
         raise ActiveChanged(
             f"version {staged.version} was not switched to: it passed its gate against version "
-            f"{replaces}, and version {current} has been made active since (a rollback); the "
-            "next run abandons it and trains afresh")
-    previous = set_active(store, tenant, staged.version)
+            f"{replaces}, and version {exc.found} has been made active since (a rollback); the "
+            "next run abandons it and trains afresh") from None
     mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     log.info("tenant %s: version %s active for %d users (was %s)",
              tenant, staged.version, fill_stats.users, previous)

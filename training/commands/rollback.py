@@ -1,11 +1,15 @@
-"""`rollback`: point a tenant back at the previous version (or a named one) in one write."""
+"""`rollback`: point a tenant back at the previous version (or a named one) in one write.
+
+It takes no lease: the write is conditional on the version it read, so a publish switching
+meanwhile stands and the operator is told to look again.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from shared.model_registry import MODELS, set_active
+from shared.model_registry import MODELS, active_version_id, set_active, switch_active
 from shared.runtime import get_runtime
 from training.commands.list_versions import tenant_arg
 from training.interactions import DataError
@@ -46,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
     current_doc = store.read(MODELS, current, tenant) or {}
     if version_status(current_doc) == FILLING:  # switched to, interrupted before its mark:
         mark_version(store, tenant, current, READY)  # complete, so it can be rolled forward to
-    set_active(store, tenant, target)
+    if switch_active(store, tenant, target, expected=current) is None:
+        raise DataError(f"the active version of tenant '{tenant}' changed during the rollback "
+                        f"(from {current} to {active_version_id(store, tenant)}): nothing was "
+                        "switched; see list-versions, then roll back again if still wanted")
     after = version_status(store.read(MODELS, target, tenant) or {})
     if after != READY:  # an expiry began meanwhile (it reads the pointer after its mark)
         set_active(store, tenant, current)
