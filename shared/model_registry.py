@@ -102,6 +102,15 @@ def switch_active(store: DocumentStore, tenant: str, version: str,
     return doc if written else None
 
 
+def restore_active(store: DocumentStore, before: dict[str, Any],
+                   written: dict[str, Any]) -> bool:
+    """Puts back the pointer `before` exactly as it was read (`previous` included: the next
+    expiry keeps what it names) only while the pointer is still `written`, the one
+    `switch_active` returned; False, nothing written, when another switch came since."""
+    return store.replace_if(MODELS, before, {"version": written["version"],
+                                             "switched": written["switched"]})
+
+
 def set_active(store: DocumentStore, tenant: str, version: str,
                expected: str | _Expect | None = WHATEVER_IS_ACTIVE) -> str | None:
     """Point the tenant at `version`; returns the version it replaced.

@@ -287,3 +287,67 @@ def test_a_publish_between_the_rollbacks_read_and_its_switch_stands(
     pointer = active_pointer(store, TENANT)
     assert pointer is not None and (pointer["version"], pointer["previous"]) == (
         third.version, second)
+
+
+def first_pinned_past_two_publishes(runtime: Runtime) -> tuple[str, str, dict[str, Any]]:
+    """Three publishes, the first kept (pinned by an experiment) past the third: the first
+    version, the second, and the pointer (third active, second previous)."""
+    first, second, _ = publish_two(runtime)
+    pinned = RetrainConfig(window_days=None, gate_tolerance=0.5,
+                           fill=FillOptions(chunk_users=16, pinned=frozenset({first})))
+    third = retrain_tenant(runtime, TENANT, clustered(seed=2), ease_trainer(), pinned)
+    assert third.version is not None and third.expired == [], third.message
+    pointer = active_pointer(runtime.backends.store, TENANT)
+    assert pointer is not None and (pointer["version"], pointer["previous"]) == (
+        third.version, second)
+    return first, second, pointer
+
+
+def test_a_rollback_undone_for_an_expiry_puts_the_pointer_back_as_it_was(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once unpinned, a run's expiry of the first version begins while the operator rolls back
+    to it. The rollback undoes its switch, and must leave the previous version recorded: the
+    next run keeps only the active and previous versions."""
+    first, second, before = first_pinned_past_two_publishes(runtime)
+    third, store = before["version"], runtime.backends.store
+    before_pointer_write(monkeypatch, store, TENANT,
+                         lambda: expire_version(runtime.backends, TENANT, first))
+
+    code, _, err = rollback_here(monkeypatch, capsys, runtime, "--to", first)
+
+    assert code == 2 and (f"version {first} of tenant '{TENANT}' began expiring during the "
+                          f"rollback; version {third} stays active") in err
+    assert active_pointer(store, TENANT) == before
+    monkeypatch.undo()
+    rerun = retrain_tenant(runtime, TENANT, trainer=ease_trainer(), config=CONFIG)
+    assert rerun.status == "no_data", rerun.message  # its expiry keeps active and previous
+    assert version_status(store.read(MODELS, second, TENANT) or {}) == READY
+    code, out, _ = rollback_here(monkeypatch, capsys, runtime)
+    assert code == 0 and f"now serves version {second} (was {third})" in out
+    assert answer(runtime, "u5", second)["modelVersion"] == second
+
+
+def test_a_rollbacks_undo_does_not_overwrite_a_switch_made_since(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Between the rollback's switch and its undo another switch lands (a second operator
+    rolls back to the second version): the undo puts the pointer back only while it is still
+    the rollback's own, so the other switch stands and the operator is told."""
+    first, second, _ = first_pinned_past_two_publishes(runtime)
+    store = runtime.backends.store
+
+    def expiry_then_another_switch_before_the_undo() -> None:
+        expire_version(runtime.backends, TENANT, first)
+        before_pointer_write(monkeypatch, store, TENANT,
+                             lambda: set_active(store, TENANT, second))
+
+    before_pointer_write(monkeypatch, store, TENANT, expiry_then_another_switch_before_the_undo)
+
+    code, _, err = rollback_here(monkeypatch, capsys, runtime, "--to", first)
+
+    assert code == 2 and (f"version {first} of tenant '{TENANT}' began expiring during the "
+                          f"rollback, and the active version has been switched since (to "
+                          f"{second})") in err
+    pointer = active_pointer(store, TENANT)
+    assert pointer is not None and (pointer["version"], pointer["previous"]) == (second, first)

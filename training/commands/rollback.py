@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.model_registry import MODELS, active_version_id, set_active, switch_active
+from shared.model_registry import MODELS, active_version_id, restore_active, switch_active
 from shared.runtime import get_runtime
 from training.commands.list_versions import tenant_arg
 from training.interactions import DataError
@@ -50,13 +50,18 @@ def run(args: argparse.Namespace) -> int:
     current_doc = store.read(MODELS, current, tenant) or {}
     if version_status(current_doc) == FILLING:  # switched to, interrupted before its mark:
         mark_version(store, tenant, current, READY)  # complete, so it can be rolled forward to
-    if switch_active(store, tenant, target, expected=current) is None:
+    written = switch_active(store, tenant, target, expected=current)
+    if written is None:
         raise DataError(f"the active version of tenant '{tenant}' changed during the rollback "
                         f"(from {current} to {active_version_id(store, tenant)}): nothing was "
                         "switched; see list-versions, then roll back again if still wanted")
     after = version_status(store.read(MODELS, target, tenant) or {})
     if after != READY:  # an expiry began meanwhile (it reads the pointer after its mark)
-        set_active(store, tenant, current)
+        # the pointer as it was, `previous` included, unless another switch came since
+        if not restore_active(store, pointer, written):
+            raise DataError(f"version {target} of tenant '{tenant}' began expiring during the "
+                            f"rollback, and the active version has been switched since (to "
+                            f"{active_version_id(store, tenant)}); see list-versions")
         raise DataError(f"version {target} of tenant '{tenant}' began expiring during the "
                         f"rollback; version {current} stays active")
     print(f"tenant '{tenant}' now serves version {target} (was {current}); "
