@@ -801,8 +801,8 @@ def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
     except PointerChanged as exc:
         raise ActiveChanged(
             f"version {staged.version} was not switched to: it passed its gate against version "
-            f"{replaces}, and version {exc.found} has been made active since (a rollback); the "
-            "next run abandons it and trains afresh") from None
+            f"{replaces}, and version {exc.found} has been made active since (a rollback or "
+            "another publish); the next run abandons it and trains afresh") from None
     mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     log.info("tenant %s: version %s active for %d users (was %s)",
              tenant, staged.version, fill_stats.users, previous)
