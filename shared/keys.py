@@ -25,10 +25,12 @@ def candidates_doc_id(version: str, user_id: str) -> str:
 
 
 def candidates_cache_key(tenant: str, version: str, user_id: str) -> str:
+    """Unambiguous because neither a tenant id (shared/ids.py) nor a version id has ':'."""
     return f"reco:{tenant}:{version}:u:{user_id}"
 
 
 def version_cache_prefix(tenant: str, version: str) -> str:
+    """Every key of one version of one tenant, and no other tenant's (tenant ids have no ':')."""
     return f"reco:{tenant}:{version}:"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.ids import ID_PATTERN
+from shared.ids import check_tenant
 
 SCHEDULE_PATTERN = (r"^(?:[0-9A-Za-z*/,-]+ +){5}[0-9A-Za-z*/,-]+$"  # NCRONTAB, seconds first
                     r"|^(?:[0-9]+\.)?[0-9]{1,2}:[0-9]{2}:[0-9]{2}$")  # TimeSpan [d.]hh:mm:ss
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
 
     # General
-    default_tenant: str = Field("default", alias="RECO_DEFAULT_TENANT", pattern=ID_PATTERN)
+    default_tenant: str = Field("default", alias="RECO_DEFAULT_TENANT")
     data_dir: Path = Field(Path(".data"), alias="RECO_DATA_DIR")
     api_key: str | None = Field(None, alias="RECO_API_KEY")  # optional local API key
     candidates_per_user: int = Field(100, alias="RECO_CANDIDATES_PER_USER", ge=10, le=1000)
@@ -181,6 +181,18 @@ class Settings(BaseSettings):
         if value is not None and not (value.isascii() and value.isprintable()):
             raise ValueError("must be printable ASCII (a header cannot carry other characters "
                              "reliably, so no request could match it)")
+        return value
+
+    @field_validator("default_tenant", "retrain_tenants")
+    @classmethod
+    def _tenant_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Tenants follow the tenant rule wherever they are named (a tenant "shop:v1" would
+        share cache keys with tenant "shop"'s version "v1"); RETRAIN_TENANTS is a list."""
+        if value is None:
+            return None
+        listed = info.field_name == "retrain_tenants"
+        for tenant in [t.strip() for t in value.split(",") if t.strip()] if listed else [value]:
+            check_tenant(tenant)
         return value
 
     @field_validator("retrain_schedule")

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from shared.ids import TENANT_RULE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,3 +97,23 @@ def test_retrain_with_redis_down_says_so_and_exits_1_without_a_traceback(tmp_pat
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "run the command again" in last
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ("retrain", "--interactions", "{data}"),
+    ("list-versions",),
+    ("rollback",),
+    ("fill-cache", "--version", "v1"),
+    ("report-experiment",),
+])
+def test_a_tenant_with_a_colon_exits_2_with_the_tenant_rule(tmp_path: Path,
+                                                           command: tuple[str, ...]) -> None:
+    """Tenant "shop:v1" was published under cache keys that tenant "shop" deletes when it
+    expires version "v1"; every command taking --tenant refuses it before doing anything."""
+    data = tmp_path / "tiny.csv"
+    data.write_text("user_id,item_id\n" + "".join(f"u{n},i{n % 7}\n" for n in range(40)))
+    args = [a.format(data=data) for a in command]
+    done = _run(tmp_path, *args, "--tenant", "shop:v1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: tenant 'shop:v1' is not valid: {TENANT_RULE}"
+    assert not (tmp_path / "data" / "artifacts" / "shop:v1").exists()

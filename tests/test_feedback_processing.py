@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from shared.feedback.process import dead_letter_document, process_batch
+from shared.ids import TENANT_RULE
 from shared.stores.documents import DocumentStore
 
 
@@ -62,6 +63,20 @@ def test_events_without_a_tenant_belong_to_the_default_tenant(store: DocumentSto
     process_batch(store, [json.dumps(body).encode()], default_tenant="shop")
     (doc,) = store.scan("events")
     assert doc["tenant"] == "shop" and doc["pk"] == "shop|u1"
+
+
+def test_an_event_of_a_tenant_with_a_colon_is_dead_lettered_stating_the_tenant_rule(
+    store: DocumentStore,
+) -> None:
+    """Tenant "shop:v1" was accepted, and a model trained on its events cached under keys
+    that tenant "shop" deletes when it expires version "v1"; users and items keep ':'."""
+    result = process_batch(store, [_body("e1", tenant="shop:v1"),
+                                   _body("e2", tenant="shop", userId="a:b", itemId="i:1")])
+    assert result.accepted == 1
+    (dead,) = store.scan("deadletters")
+    assert dead["reason"] == f"tenant: must be {TENANT_RULE}"
+    (event,) = store.scan("events")
+    assert (event["tenant"], event["userId"], event["itemId"]) == ("shop", "a:b", "i:1")
 
 
 def test_dead_letters_name_the_user_their_body_names(store: DocumentStore) -> None:

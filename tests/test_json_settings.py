@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from shared.ids import TENANT_RULE
 from shared.runtime import get_runtime
 from shared.serving.api import create_app
 from shared.serving.experiments import Experiments
@@ -25,7 +27,15 @@ from training import cli
         (Experiments.parse, '[{"name": "e", "tenants": [], "variants": [{"name": "a", '
                             '"share": 1}]}]', "tenants\n  List should have at least 1 item"),
         (Experiments.parse, '[{"name": "e", "tenants": ["Shop A"], "variants": [{"name": "a", '
-                            '"share": 1}]}]', "tenants.0\n  String should match pattern"),
+                            '"share": 1}]}]',
+         "tenants.0\n  Value error, tenant 'Shop A' is not valid"),
+        # tenants have no ':' (shared/ids.py): "shop:v1"'s cache keys are under tenant
+        # "shop"'s version "v1"
+        (Experiments.parse, '[{"name": "e", "tenants": ["shop:v1"], "variants": [{"name": "a", '
+                            '"share": 1}]}]',
+         re.escape(f"tenants.0\n  Value error, tenant 'shop:v1' is not valid: {TENANT_RULE}")),
+        (Rules.parse, '{"shop:v1": {"pinned": [{"itemId": "p:1"}]}}',
+         re.escape(f"RECO_RULES: 'shop:v1' is not a tenant id ({TENANT_RULE}) nor \"*\"")),
         (Experiments.parse, '[{"name": "e", "variants": [{"name": "a", "share": 1}]}, '
                             '{"name": "f", "variants": [{"name": "a", "share": 1}]}]',
          "^RECO_EXPERIMENTS: two experiments apply to every tenant"),
@@ -63,6 +73,11 @@ def test_empty_json_settings_mean_none_configured() -> None:
      "configuration: RECO_RULES_FILE: cannot read /nonexistent/rules.json: No such file"),
     ({"RECO_RULES": "{}", "RECO_RULES_FILE": "/nonexistent/rules.json"},
      "configuration: RECO_RULES and RECO_RULES_FILE are both set"),
+    ({"RECO_DEFAULT_TENANT": "shop:v1"}, "configuration: RECO_DEFAULT_TENANT: Value error, "
+                                         f"tenant 'shop:v1' is not valid: {TENANT_RULE}"),
+    ({"RECO_EXPERIMENTS": '[{"name": "e", "tenants": ["shop:v1"], "variants": '
+                          '[{"name": "a", "share": 1}]}]'},
+     "configuration: RECO_EXPERIMENTS is invalid"),
 ])
 def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], message: str,
@@ -90,7 +105,11 @@ def test_a_bad_setting_is_a_503_naming_it_and_health_stays_up(
     ("REDIS_TIMEOUT_SECONDS", "inf", "Input should be a finite number"),  # would mean never
     ("RETRAIN_TUNING_SECONDS", "nan", "Input should be a finite number"),
     ("REDIS_PORT", "99999", "less than or equal to 65535"),
-    ("RECO_DEFAULT_TENANT", "bad tenant", "should match pattern"),  # events were stored so
+    # events were stored under such a default tenant; and tenant "shop:v1"'s cache keys were
+    # under tenant "shop"'s version "v1"
+    ("RECO_DEFAULT_TENANT", "bad tenant", "tenant 'bad tenant' is not valid"),
+    ("RECO_DEFAULT_TENANT", "shop:v1", f"tenant 'shop:v1' is not valid: {TENANT_RULE}"),
+    ("RETRAIN_TENANTS", "shop, shop:v1", f"tenant 'shop:v1' is not valid: {TENANT_RULE}"),
     ("DATABRICKS_JOB_ID", "-3", "greater than or equal to 1"),
     ("RETRAIN_SCHEDULE", "0 3 * * *", "should match pattern"),  # five fields: cron, not NCRONTAB
     ("RETRAIN_SCHEDULE", "99 99 99 * * *", "second: '99' is outside 0-59"),

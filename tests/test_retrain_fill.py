@@ -6,6 +6,7 @@ seam there is: a proxy in front of the store's Cosmos container client for `reco
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 import redis
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
+from shared.ids import TENANT_RULE
 from shared.keys import (
     candidates_cache_key,
     candidates_doc_id,
@@ -30,6 +32,7 @@ from shared.stores.factory import build_backends
 from tests.conftest import azure_settings
 from tests.helpers import before_pointer_write, client_for, runtime_on
 from tests.retrain_data import clustered, ease_trainer, least_popular_trainer
+from training.interactions import DataError
 from training.publish import (
     EXPIRED,
     FILLING,
@@ -591,3 +594,23 @@ def test_an_interrupted_publish_is_not_resumed_over_a_rollback(runtime: Runtime)
     assert rerun.status == "no_data", rerun.message  # the timer: no events logged here
     assert active_version_id(store, TENANT) == first.version
     assert version_status(store.read(MODELS, pending, TENANT) or {}) == EXPIRED
+
+
+def test_no_tenant_can_hold_cache_keys_under_another_tenants_version_prefix(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    """Tenant ids allowed ':', so a tenant named "shop:V" was published under keys beginning
+    `reco:shop:V:`, which tenant "shop" expiring its version V deletes (and deleting user
+    "W:u:x" of "shop" deleted user x's key of a tenant "shop:V:u", version W). Tenant ids have
+    no ':' now: such a tenant is refused where its versions would begin, as at every entry."""
+    first = retrain_tenant(runtime, TENANT, clustered(seed=0), trainer=ease_trainer(),
+                           config=CONFIG)
+    assert first.version is not None and first.fill is not None
+    prefix = version_cache_prefix(TENANT, first.version)
+    for squatter in (f"{TENANT}:{first.version}", f"{TENANT}:{first.version}:u"):
+        with pytest.raises(DataError, match=re.escape(TENANT_RULE)):
+            retrain_tenant(runtime, squatter, clustered(seed=1), trainer=ease_trainer(),
+                           config=CONFIG)
+        assert version_docs(runtime.backends.store, squatter) == []
+    # what the prefix (expiry) and the user keys (deletion) reach is tenant "shop"'s alone
+    assert len(list(redis_client.scan_iter(match=f"{prefix}*"))) == first.fill.users

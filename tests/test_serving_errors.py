@@ -13,6 +13,7 @@ from schemathesis.checks import (
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 
+from shared.ids import ID_PATTERN, TENANT_PATTERN, TENANT_RULE
 from shared.serving.api import create_app
 from tests.helpers import client_for
 from tests.test_serving_support import make_catalogue, publish_catalogue
@@ -86,6 +87,45 @@ def test_a_tenant_named_twice_by_one_parameter_is_a_422(
     assert response.status_code == 422, response.text
     assert response.json()["error"].endswith("; name one tenant")
     assert runtime.backends.store.query_partition("recommendations", "default|u1") != []
+
+
+@pytest.mark.parametrize(("method", "url", "headers"), [
+    ("GET", "/api/recommendations/u1?tenant=shop:v1", {}),  # the hot path parses its own
+    ("GET", "/api/recommendations/u1", {"x-tenant": "shop:v1"}),
+    ("GET", "/api/items/i01/similar?tenant=shop:v1", {}),
+    ("GET", "/api/popular", {"x-tenant": "shop:v1"}),
+    ("GET", "/api/trending?tenant=shop:v1", {}),
+    ("GET", "/api/ready?tenant=shop:v1", {}),
+    ("DELETE", "/api/users/u1?tenant=shop:v1", {}),
+    ("POST", "/api/events", {"x-tenant": "shop:v1"}),
+])
+def test_a_tenant_with_a_colon_is_a_422_stating_the_tenant_rule(
+    catalogue, method: str, url: str, headers: dict[str, str],
+) -> None:
+    """Tenant "shop:v1" was served and cached under `reco:shop:v1:...`, the keys tenant
+    "shop" deletes when it expires version "v1"; user and item ids keep their ':'."""
+    runtime, _ = catalogue
+    client = client_for(runtime)
+    response = client.request(method, url, headers=headers, json=[])
+    name = "x-tenant" if headers else "tenant"
+    assert response.status_code == 422, response.text
+    assert response.json() == {"error": f"{name}: must be {TENANT_RULE}"}
+    assert client.get("/api/recommendations/shop:v1?exclude=i:1").status_code == 200
+
+
+def test_the_schema_shows_the_tenant_rule_on_every_tenant_parameter() -> None:
+    spec = create_app().openapi()
+    patterns = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for p in operation.get("parameters", []):
+                schemas = p["schema"].get("anyOf", [p["schema"]])  # optional: string or null
+                patterns[(method, path, p["name"])] = next(
+                    (s.get("pattern") for s in schemas if s.get("type") == "string"), None)
+    tenants = {key: pattern for key, pattern in patterns.items()
+               if key[2] in ("tenant", "x-tenant")}
+    assert len(tenants) == 2 * 7 and set(tenants.values()) == {TENANT_PATTERN}
+    assert patterns["get", "/api/recommendations/{user_id}", "user_id"] == ID_PATTERN
 
 
 def test_too_many_excluded_ids_are_refused(catalogue) -> None:

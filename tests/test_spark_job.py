@@ -224,6 +224,19 @@ def test_a_setting_the_job_cannot_use_stops_it_with_a_sentence_before_spark_star
     assert code == 2 and err.startswith("error: configuration: RECO_EXPERIMENTS"), err
 
 
+def test_a_tenant_with_a_colon_stops_the_job_with_the_tenant_rule_before_spark_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tenant "big:v1" was published under cache keys that tenant "big" deletes when it
+    expires version "v1"."""
+    from shared.ids import TENANT_RULE
+    from training.spark_job import main
+
+    code = main(["--tenant", "big:v1", "--events", str(tmp_path / "events")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: tenant 'big:v1' is not valid: {TENANT_RULE}\n", err
+
+
 def test_a_store_the_job_cannot_reach_stops_it_with_a_sentence(
     spark, redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -34,6 +34,7 @@ import numpy.typing as npt
 import orjson
 
 from shared import forgotten
+from shared.ids import is_valid_tenant, tenant_error
 from shared.keys import (
     ACTIVE_DOC_ID,
     candidates_cache_key,
@@ -57,6 +58,7 @@ from shared.stores.cache import HotCache, RedisCache
 from shared.stores.documents import Document, DocumentStore
 from shared.stores.errors import BackendError
 from shared.stores.factory import Backends
+from training.interactions import DataError
 from training.model import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -760,7 +762,12 @@ def fill_cache_from_store(backends: Backends, tenant: str, version: str, ttl: in
 def stage(backends: Backends, model: TrainedModel, tenant: str, rows: dict[str, int],
           manifest_extra: dict[str, Any] | None = None, version: str | None = None
           ) -> ModelVersion:
-    """Writes the artifact and a version document marked "filling"; nothing is served yet."""
+    """Writes the artifact and a version document marked "filling"; nothing is served yet.
+
+    DataError for a tenant the tenant rule refuses: every entry point refuses it first, and
+    here, where a tenant's versions (and cache keys) begin, no caller can get past it."""
+    if not is_valid_tenant(tenant):
+        raise DataError(tenant_error(tenant))
     created = datetime.now(UTC)
     version = version or new_version_id(created)
     manifest = manifest_of(model, tenant, version, created.isoformat(), rows, manifest_extra)

@@ -272,13 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pyspark.sql import SparkSession
 
-    from shared.ids import ID_RULE, is_valid_id
+    from shared.ids import is_valid_tenant, tenant_error
     from shared.runtime import get_runtime
     from shared.settings import ConfigurationError
     from shared.stores.errors import BackendError
 
-    if not is_valid_id(args.tenant):
-        print(f"error: tenant '{args.tenant}' is not valid: {ID_RULE}", file=sys.stderr)
+    if not is_valid_tenant(args.tenant):
+        print(f"error: {tenant_error(args.tenant)}", file=sys.stderr)
         return 2
     # The CLI's exits: a sentence and 2 for what the job was given (data, settings: the
     # secret scope), a sentence and 1 for a store down (a retry resumes the publish).

@@ -38,7 +38,7 @@ from shared.feedback.schema import (
     FeedbackEvent,
     utc_time,
 )
-from shared.ids import ID_RULE
+from shared.ids import broken_rule
 from shared.online_state import OnlineState, OnlineUpdate
 from shared.stores.documents import DocumentStore
 
@@ -74,7 +74,6 @@ class BatchResult:
 _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
-    "string_pattern_mismatch": f"must be {ID_RULE}",
 }
 
 
@@ -87,7 +86,10 @@ def _reason(exc: ValidationError) -> str:
         if kind in ("model_type", "model_attributes_type"):
             return "body must be a JSON object"
         where = ".".join(str(p) for p in err["loc"]) or "event"
-        msg = _MESSAGES.get(kind, err["msg"]).removeprefix("Value error, ")
+        if kind == "string_pattern_mismatch":  # the rule in words: the id or the tenant rule
+            msg = f"must be {broken_rule(err)}"
+        else:
+            msg = _MESSAGES.get(kind, err["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.ids import ID_PATTERN, is_valid_id
+from shared.ids import ID_PATTERN, TENANT_PATTERN, is_valid_id
 from shared.keys import user_partition
 
 MAX_EVENT_BYTES = 16 * 1024
@@ -33,7 +33,8 @@ def utc_time(text: str) -> datetime:
     when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
+# no ':' in a tenant (shared/ids.py): its cache keys could begin with another tenant's prefix
+TenantId = Annotated[str, Field(pattern=TENANT_PATTERN)]
 
 
 class EventType(StrEnum):
@@ -53,7 +54,7 @@ class FeedbackEvent(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
     event_id: Annotated[str, Field(alias="eventId", pattern=ID_PATTERN)]
-    tenant: Id = "default"
+    tenant: TenantId = "default"
     user_id: Annotated[str, Field(alias="userId", pattern=ID_PATTERN)]
     item_id: Annotated[str, Field(alias="itemId", pattern=ID_PATTERN)]
     type: EventType

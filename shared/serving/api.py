@@ -19,7 +19,15 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
+from shared.ids import (
+    ID_PATTERN,
+    ID_RULE,
+    TENANT_PATTERN,
+    TENANT_RULE,
+    broken_rule,
+    is_valid_id,
+    is_valid_tenant,
+)
 from shared.runtime import Runtime, get_runtime
 from shared.serving.ranking import Scored, category_mask
 from shared.serving.recommender import (
@@ -103,8 +111,8 @@ def _readable(exc: RequestValidationError) -> str:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("path", "query", "body", "header")]
         where = ".".join(loc)
         msg = str(err.get("msg", "invalid"))
-        if "pattern" in msg:
-            msg = f"must be {ID_RULE}"
+        if "pattern" in msg:  # the rule in words: the id rule, or the tenant rule
+            msg = f"must be {broken_rule(err)}"
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
 
@@ -135,9 +143,11 @@ def _categories(values: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _valid_id_or_422(name: str, value: str) -> str:
-    if not is_valid_id(value):
-        raise HTTPException(422, f"{name}: must be {ID_RULE}")
+def _valid_id_or_422(name: str, value: str, valid: Callable[[str], bool] = is_valid_id,
+                     rule: str = ID_RULE) -> str:
+    """`value` if `valid` (the id rule; the tenant rule for tenants), else a 422 stating it."""
+    if not valid(value):
+        raise HTTPException(422, f"{name}: must be {rule}")
     return value
 
 
@@ -209,10 +219,10 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
             raise HTTPException(422, "k: must be an integer from 1 to 100")
     tenant = _named_once("tenant", lists.get("tenant"))
     if tenant is not None:
-        _valid_id_or_422("tenant", tenant)
+        _valid_id_or_422("tenant", tenant, is_valid_tenant, TENANT_RULE)
     header_tenant = _named_once("x-tenant", _headers(scope, b"x-tenant"))
     if header_tenant is not None:
-        _valid_id_or_422("x-tenant", header_tenant)
+        _valid_id_or_422("x-tenant", header_tenant, is_valid_tenant, TENANT_RULE)
     return RecoQuery(
         tenant=_one_tenant(tenant, header_tenant) or rt.settings.default_tenant,
         user_id=user_id,
@@ -266,6 +276,13 @@ def _documented_parameters(signature_only: Callable[..., Any]) -> list[dict[str,
     probe = FastAPI()
     probe.get("/{user_id}")(signature_only)
     return list(probe.openapi()["paths"]["/{user_id}"]["get"]["parameters"])
+
+
+# The tenant parameters of every route, documented with the tenant rule
+TenantQuery = Annotated[str | None, Query(pattern=TENANT_PATTERN,
+                                          description=f"the tenant: {TENANT_RULE}")]
+TenantHeader = Annotated[str | None, Header(pattern=TENANT_PATTERN,
+                                            description=f"the tenant: {TENANT_RULE}")]
 
 
 def _errors(described: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -353,8 +370,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     async def tenant_of(
         rt: Annotated[Runtime, Depends(runtime)],
         request: Request,
-        tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-        x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
+        tenant: TenantQuery = None,
+        x_tenant: TenantHeader = None,
     ) -> str:
         _tenant_repeats_agree(request)
         return _one_tenant(tenant, x_tenant) or rt.settings.default_tenant
@@ -415,9 +432,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         exclude: Exclude = None,
         category: Category = None,
         recent: Recent = None,
-        tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+        tenant: TenantQuery = None,
         x_api_key: Annotated[str | None, Header()] = None,
-        x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
+        x_tenant: TenantHeader = None,
     ) -> None:
         """Only the signature: the parameters the hot route documents (and parses itself)."""
 
@@ -551,8 +568,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         rt: Annotated[Runtime, Depends(runtime)],
         request: Request,
         events: Annotated[list[dict[str, Any]], Body(max_length=MAX_EVENTS_PER_REQUEST)],
-        tenant: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-        x_tenant: Annotated[str | None, Header(pattern=ID_PATTERN)] = None,
+        tenant: TenantQuery = None,
+        x_tenant: TenantHeader = None,
     ) -> EventsAccepted:
         """Events are validated by the processor; bad ones are dead-lettered, not refused.
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.ids import ID_PATTERN
+from shared.ids import check_tenant
 from shared.settings import parse_json_setting
 
-TenantId = Annotated[str, Field(pattern=ID_PATTERN)]
+TenantId = Annotated[str, AfterValidator(check_tenant)]  # refused with the tenant rule
 
 
 class Variant(BaseModel):

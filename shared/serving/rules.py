@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.ids import ID_PATTERN, ID_RULE, is_valid_id
+from shared.ids import ID_PATTERN, TENANT_RULE, is_valid_tenant
 from shared.settings import parse_json_setting
 
 ItemId = Annotated[str, Field(pattern=ID_PATTERN)]  # an id no request or model could carry
@@ -71,9 +71,9 @@ class Rules:
         raw = parse_json_setting(text, where, dict, "a JSON object keyed by tenant")
         if raw is None:
             return cls()
-        bad = [t for t in raw if t != "*" and not is_valid_id(str(t))]
+        bad = [t for t in raw if t != "*" and not is_valid_tenant(str(t))]
         if bad:
-            raise ValueError(f"{where}: {bad[0]!r} is not a tenant id ({ID_RULE}) nor \"*\"")
+            raise ValueError(f"{where}: {bad[0]!r} is not a tenant id ({TENANT_RULE}) nor \"*\"")
         try:
             parsed = {str(t): TenantRules.model_validate(r) for t, r in raw.items()}
         except ValidationError as exc:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.ids import ID_RULE, is_valid_id
+from shared.ids import is_valid_tenant, tenant_error
 from shared.runtime import get_runtime
 from training.interactions import DataError
 from training.publish import active_pointer, version_docs, version_status
 
 
 def tenant_arg(value: str | None, default: str) -> str:
+    """The tenant a command is given (`--tenant`, else the default), refused (exit 2) with the
+    tenant rule when it breaks it."""
     tenant = value or default
-    if not is_valid_id(tenant):
-        raise DataError(f"tenant '{tenant}' is not valid: {ID_RULE}")
+    if not is_valid_tenant(tenant):
+        raise DataError(tenant_error(tenant))
     return tenant
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from shared.feedback.attribution import Attribution, AttributionReport
 from shared.feedback.process import EVENTS
-from shared.ids import ID_RULE, is_valid_id
 from shared.runtime import get_runtime
+from training.commands.list_versions import tenant_arg
 from training.interactions import DataError
 
 
@@ -86,9 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--confidence must be at least 0.5 and below 1, e.g. 0.95")
     since = _since(args.since)
     runtime = get_runtime()
-    tenant = args.tenant or runtime.settings.default_tenant
-    if not is_valid_id(tenant):
-        raise DataError(f"tenant '{tenant}' is not valid: {ID_RULE}")
+    tenant = tenant_arg(args.tenant, runtime.settings.default_tenant)
     attribution = Attribution(tenant)
     if args.capture:
         from training.capture import iter_event_documents

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.ids import ID_RULE, is_valid_id
 from shared.runtime import get_runtime
+from training.commands.list_versions import tenant_arg
 from training.commands.offline_io import add_interaction_args, read
-from training.interactions import DataError
 from training.retrain import train_and_publish
 
 
@@ -22,9 +21,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     runtime = get_runtime()
-    tenant = args.tenant or runtime.settings.default_tenant
-    if not is_valid_id(tenant):
-        raise DataError(f"tenant '{tenant}' is not valid: {ID_RULE}")
+    tenant = tenant_arg(args.tenant, runtime.settings.default_tenant)
     data, metadata = read(args.interactions, args)
     version = train_and_publish(runtime, data, tenant, metadata)
     # what was trained and published: cleaning may have dropped rows, users and items
