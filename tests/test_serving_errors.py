@@ -53,6 +53,11 @@ def catalogue(redis_client, cosmos_endpoint: str, azurite_connection: str):
         ("/api/popular?k=0", {}, 422, "k"),
         ("/api/popular?tenant=nobody", {}, 404, "nobody"),
         ("/api/trending?k=1000", {}, 422, "k"),
+        # every route reads k as the recommendations route does (pydantic took these)
+        ("/api/popular?k=1.0", {}, 422, "k: must be an integer from 1 to 100"),
+        ("/api/trending?k=%2B3", {}, 422, "k: must be an integer from 1 to 100"),
+        ("/api/items/i01/similar?k=1_0", {}, 422, "k: must be an integer from 1 to 100"),
+        ("/api/popular?k=%203", {}, 422, "k: must be an integer from 1 to 100"),
         ("/api/no-such-route", {}, 404, "Not Found"),  # the router's own errors, same shape
     ],
 )

@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
@@ -105,6 +105,24 @@ class ErrorOut(BaseModel):
     error: str
 
 
+K_RULE = "must be an integer from 1 to 100"
+
+
+def _k_or_0(text: str) -> int:
+    """`k` from its query text: ASCII digits only (int() would also take " 3", "+3", "1_0" and
+    non-ASCII digits, pydantic also "1.0"), and few of them (int() refuses over 4,300); 0 for
+    anything else."""
+    return int(text) if len(text) <= 3 and text.isascii() and text.isdigit() else 0
+
+
+def _k_text(raw: object) -> int:
+    """`_k_or_0` for the routes whose parameters FastAPI parses: every route reads k alike."""
+    k = _k_or_0(raw) if isinstance(raw, str) else raw if type(raw) is int else 0
+    if not 1 <= k <= 100:
+        raise ValueError(K_RULE)
+    return k
+
+
 def _readable(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -113,6 +131,8 @@ def _readable(exc: RequestValidationError) -> str:
         msg = str(err.get("msg", "invalid"))
         if "pattern" in msg:  # the rule in words: the id rule, or the tenant rule
             msg = f"must be {broken_rule(err)}"
+        elif err.get("type") == "value_error":  # our validators' sentence, without pydantic's
+            msg = str((err.get("ctx") or {}).get("error", msg))  # "Value error, " prefix
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts)
 
@@ -212,11 +232,9 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
     k = 10
     raw_k = params.get("k")
     if raw_k is not None:
-        # ASCII digits only (int() would also take " 3", "1_0" and non-ASCII digits), and
-        # few of them (int() refuses over 4,300)
-        k = int(raw_k) if len(raw_k) <= 3 and raw_k.isascii() and raw_k.isdigit() else 0
+        k = _k_or_0(raw_k)
         if not 1 <= k <= 100:
-            raise HTTPException(422, "k: must be an integer from 1 to 100")
+            raise HTTPException(422, f"k: {K_RULE}")
     tenant = _named_once("tenant", lists.get("tenant"))
     if tenant is not None:
         _valid_id_or_422("tenant", tenant, is_valid_tenant, TENANT_RULE)
@@ -376,7 +394,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         _tenant_repeats_agree(request)
         return _one_tenant(tenant, x_tenant) or rt.settings.default_tenant
 
-    K = Annotated[int, Query(ge=1, le=100, description="how many items (1-100)")]
+    K = Annotated[
+        int, BeforeValidator(_k_text), Query(ge=1, le=100, description="how many items (1-100)")
+    ]
     Exclude = Annotated[
         list[str] | None, Query(description="item ids never to return (repeatable or a,b)")
     ]
