@@ -139,6 +139,18 @@ def test_submit_calls_run_now_with_the_job_parameters(jobs_api: list) -> None:
     assert headers["Authorization"] == "Bearer dapi-test-token"
 
 
+def test_a_long_tenant_id_gets_a_token_the_jobs_api_takes(jobs_api: list) -> None:
+    """The Jobs API refuses idempotency tokens over 64 characters; tenant ids may have 128."""
+    from training.databricks.submit import MAX_TOKEN, submit_retrain
+
+    long_a, long_b = "t" * 127 + "a", "t" * 127 + "b"  # alike up to their last character
+    for tenant in (long_a, long_b, long_a):
+        submit_retrain(77, tenant, 30)
+    tokens = [body["idempotency_token"] for _, body, _ in jobs_api]
+    assert all(len(t) <= MAX_TOKEN for t in tokens), tokens
+    assert tokens[0] != tokens[1] and tokens[0] == tokens[2]  # one per tenant and hour
+
+
 def test_the_timer_hands_a_large_tenant_to_databricks(
     jobs_api: list, redis_client: redis.Redis, cosmos_endpoint: str, azurite_connection: str,
     tmp_path: Path,
