@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
-from typing import Any, Final
+from typing import Any
 
 from shared.keys import ACTIVE_DOC_ID
 from shared.stores.documents import DocumentStore
@@ -67,21 +66,6 @@ def read_version(store: DocumentStore, tenant: str, version: str) -> ModelVersio
     )
 
 
-class PointerChanged(RuntimeError):
-    """A conditional switch found the pointer naming another version than it expected."""
-
-    def __init__(self, tenant: str, expected: str | None, found: str | None) -> None:
-        super().__init__(f"tenant '{tenant}': the active version is {found}, not {expected}")
-        self.expected, self.found = expected, found
-
-
-class _Expect(Enum):
-    WHATEVER_IS_ACTIVE = "whatever is active"
-
-
-WHATEVER_IS_ACTIVE: Final = _Expect.WHATEVER_IS_ACTIVE  # `set_active`'s default `expected`
-
-
 def switch_active(store: DocumentStore, tenant: str, version: str,
                   expected: str | None) -> dict[str, Any] | None:
     """Points the tenant at `version` only while the pointer names `expected` (None: while the
@@ -111,21 +95,15 @@ def restore_active(store: DocumentStore, before: dict[str, Any],
                                              "switched": written["switched"]})
 
 
-def set_active(store: DocumentStore, tenant: str, version: str,
-               expected: str | _Expect | None = WHATEVER_IS_ACTIVE) -> str | None:
-    """Point the tenant at `version`; returns the version it replaced.
-
-    With `expected`, only from that version (None: only if the tenant has no pointer yet), else
-    raises PointerChanged. By default, from whatever is active: a switch landing between the
-    read and the write makes it read again, so `previous` names the version really replaced.
+def set_active(store: DocumentStore, tenant: str, version: str) -> str | None:
+    """Point the tenant at `version` from whatever is active; returns the version it replaced.
+    A switch landing between the read and the write makes it read again, so `previous` names
+    the version really replaced. (A switch that must start from one version: `switch_active`.)
     """
     while True:
-        current = (active_version_id(store, tenant) if expected is WHATEVER_IS_ACTIVE
-                   else expected)
+        current = active_version_id(store, tenant)
         if switch_active(store, tenant, version, current) is not None:
             return current
-        if expected is not WHATEVER_IS_ACTIVE:
-            raise PointerChanged(tenant, expected, active_version_id(store, tenant))
 
 
 def active_version_id(store: DocumentStore, tenant: str) -> str | None:

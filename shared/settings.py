@@ -69,6 +69,11 @@ def schedule_problem(value: str) -> str | None:
     return None
 
 
+def _comma_list(text: str) -> list[str]:
+    """The names of a comma-separated setting, blanks dropped."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         case_sensitive=False, extra="ignore", populate_by_name=True, env_ignore_empty=True,
@@ -191,7 +196,7 @@ class Settings(BaseSettings):
         if value is None:
             return None
         listed = info.field_name == "retrain_tenants"
-        for tenant in [t.strip() for t in value.split(",") if t.strip()] if listed else [value]:
+        for tenant in _comma_list(value) if listed else [value]:
             check_tenant(tenant)
         return value
 
@@ -214,7 +219,7 @@ class Settings(BaseSettings):
     @property
     def retrain_tenant_list(self) -> list[str]:
         """Tenants the timer retrains; the default tenant alone when none are listed."""
-        names = [t.strip() for t in (self.retrain_tenants or "").split(",") if t.strip()]
+        names = _comma_list(self.retrain_tenants or "")
         return names or [self.default_tenant]
 
     @property

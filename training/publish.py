@@ -47,10 +47,9 @@ from shared.keys import (
 from shared.model_registry import (
     MODELS,
     ModelVersion,
-    PointerChanged,
     active_version_id,
     save_version,
-    set_active,
+    switch_active,
 )
 from shared.serving.recommender import RECOMMENDATIONS
 from shared.stores.artifacts import ArtifactNotFound, ArtifactStore
@@ -803,13 +802,12 @@ def activate(backends: Backends, staged: ModelVersion, fill_stats: FillStats,
     # absent: staged before it was kept
     replaces = (staged.manifest["replaces"] if "replaces" in staged.manifest
                 else active_version_id(store, tenant))
-    try:
-        previous = set_active(store, tenant, staged.version, expected=replaces)
-    except PointerChanged as exc:
+    if switch_active(store, tenant, staged.version, expected=replaces) is None:
         raise ActiveChanged(
             f"version {staged.version} was not switched to: it passed its gate against version "
-            f"{replaces}, and version {exc.found} has been made active since (a rollback or "
-            "another publish); the next run abandons it and trains afresh") from None
+            f"{replaces}, and version {active_version_id(store, tenant)} has been made active "
+            "since (a rollback or another publish); the next run abandons it and trains afresh")
+    previous = replaces
     mark_version(store, tenant, staged.version, READY, users=fill_stats.users)
     log.info("tenant %s: version %s active for %d users (was %s)",
              tenant, staged.version, fill_stats.users, previous)
