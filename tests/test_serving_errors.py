@@ -144,6 +144,28 @@ def test_too_many_excluded_ids_are_refused(catalogue) -> None:
     assert "at most 100" in response.json()["error"]
 
 
+@pytest.mark.parametrize(("route", "name", "limit"), [
+    ("/api/recommendations/u1", "exclude", 100), ("/api/recommendations/u1", "recent", 50),
+    ("/api/recommendations/u1", "category", 20), ("/api/popular", "exclude", 100),
+    ("/api/trending", "category", 20), ("/api/items/i1/similar", "exclude", 100),
+])
+def test_the_schema_states_the_list_limits_the_routes_enforce(
+    catalogue, route: str, name: str, limit: int,
+) -> None:
+    runtime, _ = catalogue
+    client = client_for(runtime)
+    spec = create_app(lambda: runtime).openapi()
+    template = {"/api/recommendations/u1": "/api/recommendations/{user_id}",
+                "/api/items/i1/similar": "/api/items/{item_id}/similar"}.get(route, route)
+    params = {p["name"]: p["schema"] for p in spec["paths"][template]["get"]["parameters"]}
+    assert params[name]["maxItems"] == limit
+    assert (params["k"]["minimum"], params["k"]["maximum"]) == (1, 100)
+    at_limit = "&".join(f"{name}=i{n}" for n in range(limit))
+    assert client.get(f"{route}?{at_limit}").status_code == 200
+    response = client.get(f"{route}?{at_limit}&{name}=i{limit}")
+    assert response.status_code == 422 and f"at most {limit}" in response.json()["error"]
+
+
 def test_a_method_a_route_does_not_take_is_a_405_in_the_error_shape(catalogue) -> None:
     runtime, _ = catalogue
     response = client_for(runtime).put("/api/recommendations/u1")

@@ -46,7 +46,8 @@ from shared.settings import ConfigurationError
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_REQUEST = 1000
-MAX_LIST_PARAMS = 100  # exclude / recent ids per request
+MAX_LIST_PARAMS = 100  # exclude ids per request
+MAX_RECENT = 50  # recent ids per request
 MAX_CATEGORIES = 20
 CATEGORY_MAX_LEN = 128
 JSON = "application/json"
@@ -247,7 +248,7 @@ def _recommendation_query(rt: Runtime, request: Request) -> RecoQuery:
         k=k,
         exclude=frozenset(_ids("exclude", lists.get("exclude"))),
         categories=_categories(lists.get("category")),
-        recent=tuple(_ids("recent", lists.get("recent"), 50)),
+        recent=tuple(_ids("recent", lists.get("recent"), MAX_RECENT)),
     )
 
 
@@ -394,18 +395,31 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
         _tenant_repeats_agree(request)
         return _one_tenant(tenant, x_tenant) or rt.settings.default_tenant
 
+    # Limits the routes enforce themselves (k's validator, `_ids`, `_categories`), stated in
+    # the schema too; `ge`/`le` beside a BeforeValidator would reach it as unknown keywords.
     K = Annotated[
-        int, BeforeValidator(_k_text), Query(ge=1, le=100, description="how many items (1-100)")
+        int, BeforeValidator(_k_text),
+        Query(description="how many items (1-100)",
+              json_schema_extra={"minimum": 1, "maximum": 100}),
     ]
     Exclude = Annotated[
-        list[str] | None, Query(description="item ids never to return (repeatable or a,b)")
+        list[str] | None,
+        Query(description=f"item ids never to return (repeatable or a,b; at most "
+                          f"{MAX_LIST_PARAMS} ids, each {ID_RULE})",
+              json_schema_extra={"maxItems": MAX_LIST_PARAMS}),
     ]
     Category = Annotated[
-        list[str] | None, Query(description="only items in any of these categories")
+        list[str] | None,
+        Query(description=f"only items in any of these categories (repeatable or a,b; at most "
+                          f"{MAX_CATEGORIES}, each up to {CATEGORY_MAX_LEN} printable "
+                          "characters)",
+              json_schema_extra={"maxItems": MAX_CATEGORIES}),
     ]
     Recent = Annotated[
         list[str] | None,
-        Query(description="the session's recent item ids, most recent first (re-ranker context)"),
+        Query(description=f"the session's recent item ids, most recent first (re-ranker "
+                          f"context; repeatable or a,b; at most {MAX_RECENT} ids, each {ID_RULE})",
+              json_schema_extra={"maxItems": MAX_RECENT}),
     ]
     not_published = {**_errors({404: "the tenant has no published model"}), **UNAVAILABLE,
                      **REQUEST_ERRORS}
