@@ -379,3 +379,24 @@ def test_replay_command_runs_as_a_module(tmp_path: Path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "replayed 1 events" in done.stdout and "1 new" in done.stdout
+
+
+def test_replay_lines_the_json_decoder_refuses_otherwise_are_skipped_or_dead_lettered(
+    embedded: Runtime, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    """A JSON line holding an integer of more than 4,300 digits (Python's decoder raises a plain
+    ValueError) and a CSV context nested too deep to decode (RecursionError) ended the replay
+    with a traceback; the line is listed as skipped, the CSV row is sent as text and
+    dead-lettered like any other cell that cannot be read."""
+    good = json.dumps(ev("e1"))
+    huge = json.dumps(ev("e2"))[:-1] + ', "position": ' + "9" * 5000 + "}"
+    lines = tmp_path / "huge.jsonl"
+    lines.write_text(f"{good}\n{huge}\n")
+    code, out, _ = _cli(capsys, "replay-events", "--file", str(lines))
+    assert code == 0 and "replayed 1 events" in out and "skipped 1 line(s)" in out
+    assert ": 2" in out
+    deep = tmp_path / "deep.csv"
+    deep.write_text("eventId,userId,itemId,type,timestamp,context\n"
+                    f'e3,u1,i1,view,{NOW.isoformat()},"{"[" * 50_000}{"]" * 50_000}"\n')
+    code, out, _ = _cli(capsys, "replay-events", "--file", str(deep))
+    assert code == 0 and "replayed 1 events" in out and "1 dead-lettered" in out

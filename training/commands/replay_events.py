@@ -55,8 +55,9 @@ def _jsonl(path: Path, bad: list[int]) -> Iterator[dict[str, Any]]:
                 event = json.loads(line)
                 if isinstance(event, dict):
                     encode(event)  # NaN, infinities and lone surrogates: no wire form
-            except (UnicodeDecodeError, json.JSONDecodeError, UnencodableEvent, RecursionError):
-                event = None  # RecursionError: nested deeper than the decoder goes
+            except (ValueError, RecursionError):  # UnicodeDecodeError, UnencodableEvent too
+                event = None  # RecursionError: nested deeper than the decoder goes; a plain
+                # ValueError: an integer of more digits than Python converts (4,300)
             if isinstance(event, dict):
                 yield event
             else:
@@ -74,7 +75,7 @@ def _cell(column: str, text: str) -> Any:
             return int(text)
         if column == "context":
             return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a context nested too deep
         return text
     return text
 
