@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from shared import forgotten
 from shared.feedback.process import BatchResult, process_batch
 from shared.online_state import (
     MemoryOnlineState,
@@ -388,3 +389,30 @@ def test_bad_events_of_a_user_deleted_after_sending_them_are_not_dead_lettered(
     kept = sorted((d["userId"], json.loads(d["body"])["eventId"])
                   for d in env.store.scan("deadletters"))
     assert kept == [("u1", "new"), ("u2", "other")]
+
+
+def test_events_replayed_after_the_deletion_mark_lapsed_stay_forgotten(
+    new_env: EnvFactory,
+) -> None:
+    """The Redis mark lives as long as Event Hubs keeps an event (7 days), but an export
+    replayed later (replay-events) still holds the user's old events: they were stored and
+    applied again, bringing back a user deleted more than 7 days before. The deletion's
+    record in the store (kept for good) now drops them; what the user sent after it counts."""
+    env = new_env()
+    now = datetime.now(UTC)
+    deleted = now - timedelta(days=8)
+    forgotten.record(env.store, "shop", "u1", at=deleted)  # its Redis mark has lapsed
+    sent = (deleted - timedelta(days=1)).isoformat()
+    returned = (now - timedelta(days=2)).isoformat()
+    result = process_batch(env.store, [
+        event("old", timestamp=sent, type="purchase"),
+        event("bad", timestamp=sent, type="teleport"),
+        event("other", userId="u2", timestamp=sent),
+        event("new", timestamp=returned, itemId="i3"),
+    ], env.online)
+    assert (result.forgotten, result.accepted) == (1, 2)
+    assert [d["id"] for d in env.store.query_partition("events", "shop|u1")] == ["new"]
+    assert env.online.read_user("shop", "u1").purchased == frozenset()
+    assert env.online.read_user("shop", "u1").recent == ["i3"]
+    assert [d["id"] for d in env.store.query_partition("events", "shop|u2")] == ["other"]
+    assert list(env.store.scan("deadletters")) == []

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import telemetry
+from shared import forgotten, telemetry
 from shared.feedback.schema import (
     MAX_CLOCK_SKEW,
     MAX_EVENT_BYTES,
@@ -39,7 +39,7 @@ from shared.feedback.schema import (
     utc_time,
 )
 from shared.ids import broken_rule
-from shared.online_state import OnlineState, OnlineUpdate
+from shared.online_state import FORGOTTEN_MARK_SECONDS, OnlineState, OnlineUpdate
 from shared.stores.documents import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -197,14 +197,40 @@ SKEW_SECONDS = MAX_CLOCK_SKEW.total_seconds()
 
 
 def _of_forgotten_users(
-    events: dict[str, FeedbackEvent], online: OnlineState
+    events: dict[str, FeedbackEvent], online: OnlineState | None,
+    store: DocumentStore | None = None, now: float = 0.0,
 ) -> list[str]:
-    """The batch's events sent before their user's deletion (keys of `events`)."""
-    marks = online.forgotten_marks([(e.tenant, e.user_id) for e in events.values()])
+    """The batch's events sent before their user's deletion (keys of `events`); with `store`,
+    the deletion records are read for events older than the Redis marks live."""
+    oldest: dict[tuple[str, str], float] = {}
+    for e in events.values():
+        pair = (e.tenant, e.user_id)
+        oldest[pair] = min(oldest.get(pair, float("inf")), e.epoch_seconds)
+    marks = _deletions(oldest, online, store, now)
     if not marks:
         return []
     return [key for key, e in events.items()
             if _sent_before(e.epoch_seconds, marks.get((e.tenant, e.user_id)))]
+
+
+def _deletions(oldest: dict[tuple[str, str], float], online: OnlineState | None,
+               store: DocumentStore | None, now: float) -> dict[tuple[str, str], float]:
+    """When each (tenant, user) -> the oldest time the batch has of them, was deleted.
+
+    The Redis mark lapses after FORGOTTEN_MARK_SECONDS, as long as Event Hubs keeps an event,
+    but an export replayed later (`replay-events`) holds older ones: for a user with a time
+    before the marks' reach and no mark, the store's deletion record (kept for good) is read,
+    so the live path, whose events are recent, costs no store read."""
+    marks = online.forgotten_marks(list(oldest)) if online is not None and oldest else {}
+    if store is None:
+        return marks
+    reach = now - FORGOTTEN_MARK_SECONDS + SKEW_SECONDS
+    for pair, when in oldest.items():
+        if pair not in marks and when < reach:
+            at = forgotten.deleted_at(store, *pair)
+            if at is not None:
+                marks[pair] = at
+    return marks
 
 
 def _sent_before(when: float, deleted_at: float | None) -> bool:
@@ -212,12 +238,16 @@ def _sent_before(when: float, deleted_at: float | None) -> bool:
     return deleted_at is not None and when <= deleted_at + SKEW_SECONDS
 
 
-def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineState
-                              ) -> dict[str, dict[str, Any]]:
+def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineState | None,
+                              store: DocumentStore, now: float) -> dict[str, dict[str, Any]]:
     """Dead letters whose body names a user deleted after sending it are not kept (a body
     whose time cannot be read counts as sent before the deletion)."""
-    owners = {(str(d["tenant"]), str(d["userId"])) for d in dead.values() if "userId" in d}
-    marks = online.forgotten_marks(list(owners)) if owners else {}
+    oldest: dict[tuple[str, str], float] = {}
+    for doc in dead.values():
+        if "userId" in doc:
+            pair = (str(doc["tenant"]), str(doc["userId"]))
+            oldest[pair] = min(oldest.get(pair, float("inf")), _body_time(str(doc["body"])))
+    marks = _deletions(oldest, online, store, now)
     if not marks:
         return dead
     return {key: doc for key, doc in dead.items()
@@ -233,14 +263,15 @@ def _body_time(text: str) -> float:
         return float("-inf")
 
 
-def _remove_written(store: DocumentStore, online: OnlineState,
+def _remove_written(store: DocumentStore, online: OnlineState | None,
                     events: list[FeedbackEvent]) -> None:
     """Undoes this batch's writes for users deleted while it was being applied."""
     for e in events:
         doc = e.to_document()
         store.delete(EVENTS, str(doc["id"]), str(doc["pk"]))
     for tenant, user_id in {(e.tenant, e.user_id) for e in events}:
-        online.forget_user(tenant, user_id)
+        if online is not None:
+            online.forget_user(tenant, user_id)
 
 
 def process_batch(
@@ -268,13 +299,13 @@ def process_batch(
             continue
         # the store's identity of an event: its id within the user's partition
         events.setdefault(f"{parsed.tenant}|{parsed.user_id}|{parsed.event_id}", parsed)
-    if dead and online is not None:
-        dead = _without_forgotten_owners(dead, online)
+    if dead:
+        dead = _without_forgotten_owners(dead, online, store, now.timestamp())
     if dead:
         store.upsert_many(DEADLETTERS, list(dead.values()))
         log.warning("dead-lettered %d of %d events", len(result.rejected), len(bodies))
-    if events and online is not None:
-        dropped = _of_forgotten_users(events, online)
+    if events:
+        dropped = _of_forgotten_users(events, online, store, now.timestamp())
         if dropped:  # an earlier, failed attempt at this batch may have written them
             _remove_written(store, online, [events[key] for key in dropped])
         for key in dropped:
