@@ -112,6 +112,23 @@ def test_a_body_that_is_not_an_array_of_objects_is_a_readable_422(
     assert fragment in response.json()["error"]
 
 
+@pytest.mark.parametrize("body", [b"{nope", b"[{\"eventId\": \"e1\",]"])
+def test_a_body_that_is_not_json_is_the_documented_400_with_a_sentence(
+    tmp_path: Path, body: bytes,
+) -> None:
+    """The schema documents 400 for a body that is not JSON; it was a 422 reading
+    "1: JSON decode error" (the decoder's position as if it named a field)."""
+    settings = embedded_settings(tmp_path)
+    runtime = runtime_on(settings, build_backends(settings))
+    response = client_for(runtime).post(
+        "/api/events", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error.startswith("the body is not valid JSON") and "character" in error
+    assert list(runtime.backends.store.scan("deadletters")) == []
+
+
 @pytest.mark.parametrize("value, context", [
     ("NaN", '{}'), ("Infinity", '{}'), ("1e999", '{}'), ("4", '{"s": "\\ud800"}'),
 ])

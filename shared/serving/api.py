@@ -124,6 +124,18 @@ def _k_text(raw: object) -> int:
     return k
 
 
+def _json_error(exc: RequestValidationError) -> str | None:
+    """A sentence for a request body that is not JSON (FastAPI reports it as a validation error
+    whose location is the decoder's position), or None for any other error."""
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            loc = err.get("loc", ())
+            at = f" at character {loc[-1]}" if len(loc) > 1 else ""
+            detail = str((err.get("ctx") or {}).get("error", "")).lower()
+            return f"the body is not valid JSON{at}" + (f": {detail}" if detail else "")
+    return None
+
+
 def _readable(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -357,6 +369,9 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        not_json = _json_error(exc)
+        if not_json is not None:  # the documented 400, not a 422 naming a field "1"
+            return JSONResponse(status_code=400, content={"error": not_json})
         return JSONResponse(status_code=422, content={"error": _readable(exc)})
 
     @app.exception_handler(ConfigurationError)
