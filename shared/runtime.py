@@ -34,15 +34,19 @@ def build_event_sink(
 
         if settings.eventhub_connection_string:
             producer = EventHubProducerClient.from_connection_string(
-                settings.eventhub_connection_string, eventhub_name=settings.eventhub_name
+                settings.eventhub_connection_string, eventhub_name=settings.eventhub_name,
+                retry_total=0,  # EventHubSink retries, with a timeout per send
             )
         else:
             from azure.identity import DefaultAzureCredential
 
             producer = EventHubProducerClient(
-                str(settings.eventhub_namespace), settings.eventhub_name, DefaultAzureCredential()
+                str(settings.eventhub_namespace), settings.eventhub_name, DefaultAzureCredential(),
+                retry_total=0,
             )
-        return EventHubSink(producer, max_retries=settings.eventhub_max_retries)
+        return EventHubSink(producer, max_retries=settings.eventhub_max_retries,
+                            send_timeout=settings.eventhub_send_timeout_seconds,
+                            default_tenant=settings.default_tenant)
     return DirectSink(lambda bodies: process_batch(
         backends.store, bodies, online, category_of=category_of,
         default_tenant=settings.default_tenant,

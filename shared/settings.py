@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     eventhub_name: str = Field("feedback", alias="EVENTHUB_NAME")
     eventhub_consumer_group: str = Field("$Default", alias="EVENTHUB_CONSUMER_GROUP")
     eventhub_max_retries: int = Field(5, alias="EVENTHUB_MAX_RETRIES", ge=0)
+    eventhub_send_timeout_seconds: float = Field(10.0, alias="EVENTHUB_SEND_TIMEOUT_SECONDS",
+                                                 gt=0)
 
     # Online state (recent items, seen/purchased/disliked, trending) and feedback de-duplication
     online_recent_limit: int = Field(50, alias="RECO_ONLINE_RECENT_LIMIT", ge=1, le=1000)

@@ -32,12 +32,14 @@ class FakeProducer:
         self.failures = list(failures or [])
         self.sent: list[EventDataBatch] = []
         self.attempts = 0
+        self.timeouts: list[float | None] = []
 
     def create_batch(self, partition_key: str | None = None, **_: Any) -> EventDataBatch:
         return EventDataBatch(max_size_in_bytes=self.max_size, partition_key=partition_key)
 
-    def send_batch(self, batch: EventDataBatch, **_: Any) -> None:
+    def send_batch(self, batch: EventDataBatch, **kwargs: Any) -> None:
         self.attempts += 1
+        self.timeouts.append(kwargs.get("timeout"))
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append(batch)
@@ -163,3 +165,39 @@ def test_an_unreachable_event_hub_is_a_backend_error_after_retries_nothing_sent(
         sink.send(_events(2, users=1))
     assert producer.sent == [] and len(sleeps) == 2
     assert sink.send(_events(2, users=1)) == 2  # the link comes back after one more refusal
+
+
+def test_every_send_waits_at_most_the_send_timeout() -> None:
+    producer = FakeProducer(failures=[transient()])
+    sink = EventHubSink(producer, max_retries=2, sleep=lambda _: None, send_timeout=3.5)
+    assert sink.send(_events(4, users=2)) == 4
+    assert producer.timeouts == [3.5, 3.5, 3.5]  # a retried send and two users' batches
+
+
+def test_an_event_without_a_tenant_is_keyed_as_the_default_tenant_the_processor_reads() -> None:
+    producer = FakeProducer()
+    sink = EventHubSink(producer, sleep=lambda _: None, default_tenant="shop")
+    events = _events(2, users=1)
+    events[1].pop("tenant")
+    events[0]["tenant"] = "shop"
+    sink.send(events)
+    assert [k for k, _ in producer.sent_keys()] == ["shop|u0"]  # one partition, in order
+
+
+def test_the_producer_is_built_without_sdk_retries_and_with_the_configured_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to the SDK boundary: the client is built (no connection is opened until a send)."""
+    from shared.runtime import build_event_sink
+    from shared.settings import Settings
+
+    monkeypatch.setenv("EVENTHUB_CONNECTION_STRING",
+                       "Endpoint=sb://example.servicebus.windows.net/;"
+                       "SharedAccessKeyName=send;SharedAccessKey=bm90LWEta2V5")
+    monkeypatch.setenv("EVENTHUB_SEND_TIMEOUT_SECONDS", "7")
+    monkeypatch.setenv("RECO_DEFAULT_TENANT", "shop")
+    sink = build_event_sink(Settings(), backends=None)  # type: ignore[arg-type]
+    assert isinstance(sink, EventHubSink)
+    assert sink._producer._config.retry_total == 0
+    assert (sink._send_timeout, sink._default_tenant) == (7.0, "shop")
+    sink._producer.close()

@@ -60,9 +60,10 @@ def encode_all(events: Sequence[RawEvent]) -> list[bytes]:
     return [encode(e, n) for n, e in enumerate(events)]
 
 
-def partition_key(event: RawEvent) -> str:
-    """Events of one user share a partition, so the trigger sees them in order."""
-    return f"{event.get('tenant', 'default')}|{event.get('userId', '')}"
+def partition_key(event: RawEvent, default_tenant: str = "default") -> str:
+    """Events of one user share a partition, so the trigger sees them in order; an event
+    without a tenant is the default tenant's, as the processor reads it."""
+    return f"{event.get('tenant') or default_tenant}|{event.get('userId', '')}"
 
 
 class DirectSink:
@@ -102,7 +103,11 @@ class EventHubSink:
     limit, each send retried with exponential backoff and jitter on transient errors.
 
     A retried send may deliver a batch twice; the trigger applies an event id once, so that is
-    harmless, while giving up would lose feedback.
+    harmless, while giving up would lose feedback. Each send waits at most `send_timeout`
+    seconds (the SDK's own default is a minute, with its own retries inside), so a request
+    that publishes answers within about (max_retries + 1) x (send_timeout + 5) seconds even
+    with Event Hubs down; the producer is built with the SDK's retries off (`build_event_sink`)
+    so that they do not multiply these.
     """
 
     name = "eventhubs"
@@ -114,8 +119,12 @@ class EventHubSink:
         backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        send_timeout: float = 10.0,
+        default_tenant: str = "default",
     ) -> None:
         self._producer = producer
+        self._send_timeout = send_timeout
+        self._default_tenant = default_tenant
         self._max_retries = max_retries
         self._backoff = backoff_seconds
         self._max_backoff = max_backoff_seconds
@@ -177,7 +186,7 @@ class EventHubSink:
 
         by_key: dict[str, list[bytes]] = defaultdict(list)
         for e, body in zip(events, encode_all(events), strict=True):
-            by_key[partition_key(e)].append(body)
+            by_key[partition_key(e, self._default_tenant)].append(body)
         try:
             planned = [(key, self._batches(key, bodies)) for key, bodies in by_key.items()]
         except EventHubError as exc:
@@ -186,7 +195,8 @@ class EventHubSink:
         try:
             for _, batches in planned:
                 for batch in batches:
-                    self._with_retry(partial(self._producer.send_batch, batch))
+                    self._with_retry(partial(self._producer.send_batch, batch,
+                                             timeout=self._send_timeout))
                     sent += len(batch)
         except EventHubError as exc:
             raise SendFailed(f"event hubs send failed after {sent} events: {exc}", sent) from exc
