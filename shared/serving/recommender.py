@@ -742,7 +742,8 @@ class Recommender:
                 if container == RECOMMENDATIONS:
                     versions |= {str(doc["id"]).split("|", 1)[0] for doc in docs}
                 delete_all(container, [(str(doc["id"]), pk) for doc in docs], container)
-            # Dead letters are partitioned by day; those whose body named the user say so.
+            # Dead letters are partitioned by a digest of their body (not by user): those whose
+            # body named the user carry its tenant and userId: a cross-partition scan finds them.
             owner = {"tenant": tenant, "userId": user_id}
             dead = store.call(lambda: list(self._b.store.scan(DEADLETTERS, owner)))
             delete_all(DEADLETTERS, [(str(doc["id"]), str(doc["pk"])) for doc in dead],
