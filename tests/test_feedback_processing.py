@@ -57,6 +57,22 @@ def test_bad_events_are_dead_lettered_with_reasons_and_the_rest_applied(
         assert fragment in text
 
 
+def test_an_event_whose_context_holds_nan_or_infinity_is_dead_lettered_as_sent(
+    store: DocumentStore,
+) -> None:
+    """Other producers' JSON may carry NaN / Infinity / 1e400: stored, they became null."""
+    batch = [_body(f"e{n}", context={}).replace(b'"context": {}', b'"context": {"a": [1, '
+                                                 + literal + b"]}")
+             for n, literal in enumerate((b"NaN", b"Infinity", b"-Infinity", b"1e400"))]
+    batch.append(_body("ok", context={"a": [1, 2.5]}))
+    result = process_batch(store, batch)
+    assert result.accepted == 1
+    dead = list(store.scan("deadletters"))
+    assert len(dead) == 4
+    assert all("standard JSON cannot carry" in d["reason"] for d in dead)
+    assert sorted(d["body"] for d in dead) == sorted(b.decode() for b in batch[:4])
+
+
 def test_events_without_a_tenant_belong_to_the_default_tenant(store: DocumentStore) -> None:
     body = json.loads(_body("no-tenant"))
     del body["tenant"]

@@ -7,6 +7,7 @@ batch, so the Python-level validators below are kept to two cheap checks.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -76,6 +77,24 @@ class FeedbackEvent(BaseModel):
         if ts > received + MAX_CLOCK_SKEW:
             raise ValueError("timestamp is more than 10 minutes in the future")
         return ts
+
+    @field_validator("context")
+    @classmethod
+    def _finite_numbers(cls, context: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A `NaN`, `Infinity` or number beyond float range in the context (Python's and
+        pydantic's parsers take them) would be stored as null: refused, so the event is
+        dead-lettered as sent, as `POST /api/events` refuses it."""
+        stack: list[Any] = [context]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("context holds a number standard JSON cannot carry "
+                                 "(NaN, an infinity, or one beyond float range)")
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+        return context
 
     @model_validator(mode="after")
     def _type_fields(self) -> FeedbackEvent:
