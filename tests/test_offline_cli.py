@@ -231,3 +231,31 @@ def test_a_train_that_fails_while_writing_leaves_no_folder_recommend_would_accep
     capsys.readouterr()
     assert main(["recommend", "--model", str(out), "--out", str(tmp_path / "r.csv")]) == 2
     assert "manifest" in _one_sentence(capsys)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_named_weight_or_time_column_the_file_lacks_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Path, suffix: str,
+) -> None:
+    """`--weight-col score` on a file without 'score' trained with every weight 1 (and
+    `--time-col` with every timestamp 0) and said nothing; only the defaults are optional."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / f"in{suffix}"
+    table = pa.table({"user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"],
+                      "rating": [5, 1, 3], "ts": [1700000000, 1700000100, 1700000200]})
+    if suffix == ".csv":
+        data.write_text("user_id,item_id,rating,ts\nu1,a,5,1700000000\nu1,b,1,1700000100\n"
+                        "u2,a,3,1700000200\n")
+    else:
+        pq.write_table(table, data)
+    for flag, name in [("--weight-col", "score"), ("--time-col", "time")]:
+        assert main(["train", "--interactions", str(data), "--out", str(tmp_path / "m"),
+                     flag, name]) == 2
+        assert f"column '{name}' not found" in _one_sentence(capsys)
+        assert main(["evaluate", "--model", str(tiny_model), "--test", str(data),
+                     flag, name]) == 2
+        assert f"column '{name}' not found" in _one_sentence(capsys)
+    assert main(["train", "--interactions", str(data), "--out", str(tmp_path / "m"),
+                 "--weight-col", "rating", "--time-col", "ts", "--tuning-seconds", "1"]) == 0

@@ -10,7 +10,7 @@ import hashlib
 import shutil
 import urllib.request
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,14 +226,16 @@ def read_interactions(
     item_col: str = "item_id",
     weight_col: str | None = "weight",
     time_col: str | None = "timestamp",
+    require: Sequence[str] = (),
 ) -> Interactions:
-    """Generic CSV or Parquet interactions with configurable column names.
+    """Generic CSV or Parquet interactions with configurable column names; the weight and
+    time columns are used when present, and those in `require` must be.
 
     Parquet needs `pyarrow` (optional; not a run-time dependency of the Function App).
     """
     p = Path(path)
     if p.suffix.lower() != ".parquet":
-        return read_csv(p, user_col, item_col, weight_col, time_col)
+        return read_csv(p, user_col, item_col, weight_col, time_col, require)
     if not p.is_file():
         raise DataError(f"interactions file not found: {p}")
     try:
@@ -246,9 +248,10 @@ def read_interactions(
     except (pa.ArrowException, OSError):
         raise DataError(f"{p} is not a readable Parquet file") from None
     names = table.column_names
-    for col in (user_col, item_col):
+    for col in (user_col, item_col, *require):
         if col not in names:
             raise DataError(f"{p}: column '{col}' not found; columns are {names}")
+    for col in (user_col, item_col):
         if table.column(col).null_count:
             raise DataError(f"{p}: column '{col}' has {table.column(col).null_count} empty values")
     users = _parquet_ids(table, user_col, p)

@@ -205,8 +205,10 @@ def read_csv(
     item_col: str = "item_id",
     weight_col: str | None = "weight",
     time_col: str | None = "timestamp",
+    require: Sequence[str] = (),
 ) -> Interactions:
-    """Read a CSV with a header; weight and time columns are optional (used when present).
+    """Read a CSV with a header; weight and time columns are optional (used when present),
+    except those in `require`.
 
     A MovieLens `u.data` file (tab separated, no header) is recognised by its name.
     """
@@ -221,7 +223,7 @@ def read_csv(
     times: list[int] = []
     # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
     with p.open(newline="", encoding="utf-8-sig") as fh:
-        header, rows = csv_rows(fh, p, (user_col, item_col))
+        header, rows = csv_rows(fh, p, (user_col, item_col, *require))
         has_w = weight_col is not None and weight_col in header
         has_t = time_col is not None and time_col in header
         for line_no, row in rows:

@@ -16,8 +16,12 @@ def add_interaction_args(p: argparse.ArgumentParser, flag: str, help_text: str) 
     p.add_argument(flag, type=Path, required=True, help=help_text)
     p.add_argument("--user-col", default="user_id")
     p.add_argument("--item-col", default="item_id")
-    p.add_argument("--weight-col", default="weight")
-    p.add_argument("--time-col", default="timestamp")
+    p.add_argument("--weight-col", default=None,
+                   help="weight or rating column (default: 'weight', used when present; a "
+                        "column named here must exist)")
+    p.add_argument("--time-col", default=None,
+                   help="unix-seconds column (default: 'timestamp', used when present; a "
+                        "column named here must exist)")
 
 
 def read(path: Path, args: argparse.Namespace) -> tuple[Interactions, dict[str, dict[str, Any]]]:
@@ -26,7 +30,11 @@ def read(path: Path, args: argparse.Namespace) -> tuple[Interactions, dict[str, 
         return load_movielens(path)
     if path.name == "u.data":
         return load_movielens(path.parent)
-    data = read_interactions(path, args.user_col, args.item_col, args.weight_col, args.time_col)
+    # a column the user named must be there: ignoring it would train with every weight 1 or
+    # every timestamp 0 and say nothing; only the default names are optional
+    named = [c for c in (args.weight_col, args.time_col) if c is not None]
+    data = read_interactions(path, args.user_col, args.item_col, args.weight_col or "weight",
+                             args.time_col or "timestamp", require=named)
     return data, {}
 
 
