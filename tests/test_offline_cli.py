@@ -259,3 +259,17 @@ def test_a_named_weight_or_time_column_the_file_lacks_exits_2(
         assert f"column '{name}' not found" in _one_sentence(capsys)
     assert main(["train", "--interactions", str(data), "--out", str(tmp_path / "m"),
                  "--weight-col", "rating", "--time-col", "ts", "--tuning-seconds", "1"]) == 0
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-5", "0"])
+def test_a_tuning_budget_that_is_not_a_positive_number_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], seconds: str,
+) -> None:
+    """`--tuning-seconds nan` (or inf, or a negative) trained anyway, and the manifest got
+    `"tuning_seconds": NaN`, which is not JSON to any reader but Python's."""
+    data = tmp_path / "in.csv"
+    data.write_text("user_id,item_id\nu1,a\nu2,b\n")
+    assert main(["train", "--interactions", str(data), "--out", str(tmp_path / "m"),
+                 f"--tuning-seconds={seconds}"]) == 2
+    assert "--tuning-seconds must be" in _one_sentence(capsys)
+    assert not (tmp_path / "m").exists()

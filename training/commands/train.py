@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder the artifact is written to")
     p.add_argument("--candidates", type=int, default=100, help="candidates kept per user")
     p.add_argument("--tuning-seconds", type=float, default=60.0,
-                   help="time budget for choosing hyper-parameters on the validation split")
+                   help="time budget in seconds (above 0) for choosing hyper-parameters on "
+                        "the validation split")
     p.set_defaults(run=run)
 
 
@@ -34,6 +36,10 @@ def _step(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 10 <= args.candidates <= 1000:
         print("error: --candidates must be between 10 and 1000", file=sys.stderr)
+        return 2
+    if not (math.isfinite(args.tuning_seconds) and args.tuning_seconds > 0):
+        # NaN and infinities would also reach the manifest, which JSON readers then refuse
+        print("error: --tuning-seconds must be a positive number of seconds", file=sys.stderr)
         return 2
     check_out(args.out, folder=True)  # before training, so a bad --out loses no work
     _step(f"reading {args.interactions}")
