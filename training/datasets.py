@@ -195,7 +195,7 @@ def read_movielens_latest_items(path: str | Path) -> ItemMetadata:
     if not p.is_file():
         raise DataError(f"MovieLens item file not found: {p}")
     out: ItemMetadata = {}
-    with p.open(newline="", encoding="utf-8") as fh:
+    with p.open(newline="", encoding="utf-8-sig") as fh:  # a BOM is not part of 'movieId'
         _, rows = csv_rows(fh, p, ("movieId", "title"))
         for _, row in rows:
             out[row["movieId"]] = {

@@ -217,3 +217,14 @@ def test_file_digest(tmp_path: Path) -> None:
     p.write_bytes(b"abc")
     assert file_digest(p, "md5") == "900150983cd24fb0d6963f7d28e17f72"
     assert np.asarray([1]).size == 1
+
+
+def test_ml_latest_movies_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    """ratings.csv was read past a BOM (Excel's "CSV UTF-8") but movies.csv was not: its
+    first column was '\\ufeffmovieId', so the folder failed with "column 'movieId' not found"."""
+    (tmp_path / "ratings.csv").write_bytes(
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n".encode("utf-8-sig"))
+    (tmp_path / "movies.csv").write_bytes(
+        "movieId,title,genres\n1,Toy Story (1995),Comedy\n".encode("utf-8-sig"))
+    data, meta = load_movielens(tmp_path)
+    assert data.item_ids.tolist() == ["1"] and meta["1"]["categories"] == ["Comedy"]
