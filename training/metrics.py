@@ -123,22 +123,26 @@ def intra_list_diversity(recs: IntArray, item_categories: sparse.csr_matrix, k: 
     """Mean pairwise (1 - cosine similarity) of category vectors within each list.
 
     Items without categories are treated as dissimilar to everything; lists with fewer than
-    two items are skipped.
+    two items are skipped. A list's similarities over its pairs sum to |sum of its unit
+    vectors|^2 minus its items' own |v|^2, so memory grows with users x categories: the
+    users x k x k similarities took 16.8 GB for `evaluate --k 1000` on MovieLens 100K.
     """
     top = np.asarray(recs)[:, :k]
     cats = sparse.csr_matrix(item_categories, dtype=np.float64)
     norms = np.sqrt(np.asarray(cats.multiply(cats).sum(axis=1)).ravel())
-    dense = cats.toarray() / np.where(norms > 0, norms, 1.0)[:, None]
+    has = norms > 0
+    unit = sparse.diags(np.where(has, 1.0 / np.where(has, norms, 1.0), 0.0)) @ cats
     valid = top >= 0
-    vec = dense[np.where(valid, top, 0)] * valid[..., None]  # users x k x categories
-    sims = np.einsum("ukc,ujc->ukj", vec, vec)
-    n = valid.sum(axis=1)
+    n = valid.sum(axis=1).astype(np.float64)
+    rows = np.repeat(np.arange(top.shape[0]), valid.sum(axis=1))
+    picks = sparse.csr_matrix((np.ones(rows.size), (rows, top[valid])),  # repeats add up
+                              shape=(top.shape[0], cats.shape[0]))
+    total = picks @ unit  # users x categories: each list's sum of unit vectors
+    pair_sims = (np.asarray(total.multiply(total).sum(axis=1)).ravel()
+                 - picks @ has.astype(np.float64))
     pairs = n * (n - 1)
-    pair_mask = valid[:, :, None] & valid[:, None, :]
-    off_diag = pair_mask & ~np.eye(top.shape[1], dtype=bool)[None]
-    dissim = ((1.0 - sims) * off_diag).sum(axis=(1, 2))
     keep = pairs > 0
-    return float((dissim[keep] / pairs[keep]).mean()) if keep.any() else 0.0
+    return float(((pairs[keep] - pair_sims[keep]) / pairs[keep]).mean()) if keep.any() else 0.0
 
 
 def ranking_metrics(recs: IntArray, truth: sparse.csr_matrix, k: int = 10) -> dict[str, float]:
