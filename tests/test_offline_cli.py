@@ -273,3 +273,19 @@ def test_a_tuning_budget_that_is_not_a_positive_number_exits_2(
                  f"--tuning-seconds={seconds}"]) == 2
     assert "--tuning-seconds must be" in _one_sentence(capsys)
     assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_at_a_k_beyond_the_stored_candidates_says_so(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`evaluate --k 500` on an artifact of 100 candidates per user scored @500 from lists of
+    100 (recall understated) without a word; `recommend` already said so."""
+    test = tmp_path / "t.csv"
+    test.write_text("user_id,item_id\nu1,c\n")
+    kept = int(np.load(tiny_model / "candidates.npz")["top_items"].shape[1])
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(test),
+                 "--k", str(kept + 1)]) == 0
+    assert f"the artifact keeps {kept} candidates per user" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(test),
+                 "--k", str(kept)]) == 0
+    assert "candidates per user" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ from scipy import sparse
 
 from training import metrics
 from training.commands.offline_io import add_interaction_args, read
-from training.commands.recommend import check_k, load
+from training.commands.recommend import check_k, load, note_short_lists
 from training.datasets import category_matrix
 from training.interactions import DataError
 
@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_k(args.k)
     model = load(args.model)
+    note_short_lists(model, args.k)  # scores @k of shorter lists: recall understated
     test, _ = read(args.test, args)
     user_code = {u: i for i, u in enumerate(model.user_ids.tolist())}
     item_code = {it: i for i, it in enumerate(model.item_ids.tolist())}

@@ -51,13 +51,18 @@ def check_k(k: int) -> None:
         raise DataError("--k must be between 1 and 1000")
 
 
+def note_short_lists(model: TrainedModel, k: int) -> None:
+    """Says when the lists are shorter than k: top-k (and metrics @k) then come from fewer."""
+    if k > model.top_items.shape[1]:
+        print(f"note: the artifact keeps {model.top_items.shape[1]} candidates per user",
+              file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     check_k(args.k)
     check_out(args.out, folder=False)
     model = load(args.model)
-    if args.k > model.top_items.shape[1]:
-        print(f"note: the artifact keeps {model.top_items.shape[1]} candidates per user",
-              file=sys.stderr)
+    note_short_lists(model, args.k)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     with args.out.open("w", newline="") as fh:
