@@ -201,7 +201,7 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path: Path, tiny_model: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """Excel's "CSV UTF-8" starts with a BOM, which was read as part of 'user_id'."""
     test = tmp_path / "bom.csv"
-    test.write_bytes("user_id,item_id\nu1,i1\n".encode("utf-8-sig"))
+    test.write_bytes("user_id,item_id\nu1,c\n".encode("utf-8-sig"))  # c: in the catalogue
     assert main(["evaluate", "--model", str(tiny_model), "--test", str(test)]) == 0
 
 
@@ -289,3 +289,17 @@ def test_evaluate_at_a_k_beyond_the_stored_candidates_says_so(
     assert main(["evaluate", "--model", str(tiny_model), "--test", str(test),
                  "--k", str(kept)]) == 0
     assert "candidates per user" not in capsys.readouterr().err
+
+
+def test_evaluate_with_no_test_item_the_model_knows_exits_2(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A test file whose item ids are written differently (pandas writes "1.0" for 1 once a
+    column had gaps) matched every user and no item: all metrics 0, exit 0, no word."""
+    test = tmp_path / "t.csv"
+    test.write_text("user_id,item_id\nu1,c.0\nu2,a.0\n")
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(test)]) == 2
+    assert "none of the test items" in _one_sentence(capsys)
+    test.write_text("user_id,item_id\nu1,c\nu2,a.0\n")
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(test)]) == 0
+    assert "1 of 2 test items are not in the model's catalogue" in capsys.readouterr().err

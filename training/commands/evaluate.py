@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
             col = n_items + unknown_items.setdefault(item, len(unknown_items))
         rows.append(row_of[user_code[user]])
         cols.append(col)
+    known_items = len({c for c in cols if c < n_items})
+    if not known_items:  # ids written another way ("1.0" for 1): every metric would be 0
+        raise DataError("none of the test items of the model's users is in its catalogue, so "
+                        "every metric would be 0; ids are read as text ('1.0' is not '1')")
     truth = sparse.csr_matrix(
         (np.ones(len(rows), np.float32), (rows, cols)),
         shape=(len(eval_users), n_items + len(unknown_items)),
@@ -69,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in result)
     print(f"{len(eval_users)} test users evaluated at k={args.k}"
           f" ({skipped} unknown to the model skipped)", file=sys.stderr)
+    if unknown_items:
+        print(f"  {len(unknown_items)} of {known_items + len(unknown_items)} test items are not "
+              "in the model's catalogue (never recommended, still counted)", file=sys.stderr)
     for name, value in result.items():
         print(f"  {name:<{width}}  {value:.4f}", file=sys.stderr)
     print(json.dumps({"k": args.k, "users": len(eval_users), "skipped_users": skipped,
