@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,9 +254,13 @@ def read_movielens_100k(path: str | Path) -> Interactions:
     if not p.is_file():
         raise DataError(f"MovieLens file not found: {p}")
     try:
-        raw = np.loadtxt(p, dtype=np.int64, delimiter="\t", ndmin=2)
+        with warnings.catch_warnings():  # numpy warns of an empty file: said below instead
+            warnings.simplefilter("ignore", UserWarning)
+            raw = np.loadtxt(p, dtype=np.int64, delimiter="\t", ndmin=2)
     except ValueError as exc:  # a non-integer cell (numpy names its row and column), bad bytes
         raise DataError(f"{p}: expected tab-separated integers ({str(exc).rstrip('.')})") from None
+    if raw.size == 0:
+        raise DataError(f"no interactions found in {p}")
     if raw.shape[1] != 4:
         raise DataError(f"{p}: expected 4 tab-separated columns, found {raw.shape[1]}")
     return Interactions.from_columns(

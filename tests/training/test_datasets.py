@@ -228,3 +228,14 @@ def test_ml_latest_movies_with_a_byte_order_mark_are_read(tmp_path: Path) -> Non
         "movieId,title,genres\n1,Toy Story (1995),Comedy\n".encode("utf-8-sig"))
     data, meta = load_movielens(tmp_path)
     assert data.item_ids.tolist() == ["1"] and meta["1"]["categories"] == ["Comedy"]
+
+
+def test_an_empty_ml100k_file_says_so_without_a_warning(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder,
+) -> None:
+    """An empty u.data printed numpy's UserWarning with a line of our code, then said
+    "expected 4 tab-separated columns, found 1"."""
+    (tmp_path / "u.data").write_text("")
+    with pytest.raises(DataError, match=r"no interactions found in .*u\.data"):
+        load_movielens(tmp_path)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
