@@ -303,3 +303,21 @@ def test_evaluate_with_no_test_item_the_model_knows_exits_2(
     test.write_text("user_id,item_id\nu1,c\nu2,a.0\n")
     assert main(["evaluate", "--model", str(tiny_model), "--test", str(test)]) == 0
     assert "1 of 2 test items are not in the model's catalogue" in capsys.readouterr().err
+
+
+def test_train_keeps_a_repeated_row_once_as_retrain_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same (user, item, time) twice, as an export with replayed events has it, counted
+    twice offline (popularity, weights, the re-ranker's item statistics) while `retrain`
+    kept it once: the same file gave two different models."""
+    data = tmp_path / "in.csv"
+    data.write_text("user_id,item_id,timestamp\nu1,a,10\nu1,a,10\nu1,a,10\nu2,b,11\nu3,b,12\n"
+                    "u1,b,20\n")
+    out = tmp_path / "m"
+    assert main(["train", "--interactions", str(data), "--out", str(out)]) == 0
+    assert "2 duplicate rows" in capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"]["interactions"] == 4
+    popularity = np.load(out / "candidates.npz")["popularity"]
+    assert popularity.tolist() == [1.0, 3.0]  # a once, b three times

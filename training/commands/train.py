@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.stores.artifacts import LocalArtifactStore
+from training.cleaning import duplicate_mask
 from training.commands.offline_io import add_interaction_args, check_out, read
 from training.datasets import category_matrix
+from training.interactions import Interactions
 from training.publish import manifest_of, new_version_id, write_artifact
 from training.train import train_default
 
@@ -33,6 +35,16 @@ def _step(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _without_duplicates(data: Interactions) -> Interactions:
+    """Each (user, item, time) once, as `retrain` cleans it: a replayed row counted twice in
+    popularity, weights and the re-ranker's item statistics."""
+    dup = duplicate_mask(data)
+    if not dup.any():
+        return data
+    _step(f"dropped {int(dup.sum())} duplicate rows (same user, item and time)")
+    return data.subset(~dup)  # the first of each stays: every user and item keeps a row
+
+
 def run(args: argparse.Namespace) -> int:
     if not 10 <= args.candidates <= 1000:
         print("error: --candidates must be between 10 and 1000", file=sys.stderr)
@@ -44,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     check_out(args.out, folder=True)  # before training, so a bad --out loses no work
     _step(f"reading {args.interactions}")
     data, metadata = read(args.interactions, args)
+    data = _without_duplicates(data)
     _step(f"{len(data)} interactions, {data.n_users} users, {data.n_items} items; training "
           f"(tuning budget {args.tuning_seconds:.0f} s)")
     categories = category_matrix(data.item_ids, metadata)[0] if metadata else None
