@@ -321,3 +321,16 @@ def test_train_keeps_a_repeated_row_once_as_retrain_does(
     assert manifest["rows"]["interactions"] == 4
     popularity = np.load(out / "candidates.npz")["popularity"]
     assert popularity.tolist() == [1.0, 3.0]  # a once, b three times
+
+
+def test_sample_data_with_an_unusable_out_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`sample-data` skipped the --out checks of train and recommend: a file on the way said
+    "cannot use .../a-file: File exists"."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for out, expected in [(tmp_path, "is a folder; give a file name"),
+                          (a_file / "s.csv", "a-file is a file, not a folder")]:
+        assert main(["sample-data", "--out", str(out)]) == 2
+        assert expected in _one_sentence(capsys)

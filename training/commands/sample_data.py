@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from training.commands.offline_io import check_out
 from training.sample_data import write_sample
 
 
@@ -16,6 +17,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out, folder=False)  # the sentences train and recommend give
     path = write_sample(args.out)
     print(f"wrote sample interactions to {path}")
     return 0
