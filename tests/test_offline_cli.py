@@ -334,3 +334,15 @@ def test_sample_data_with_an_unusable_out_says_why(
                           (a_file / "s.csv", "a-file is a file, not a folder")]:
         assert main(["sample-data", "--out", str(out)]) == 2
         assert expected in _one_sentence(capsys)
+
+
+def test_column_flags_on_a_movielens_folder_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """MovieLens files have fixed columns: `--weight-col score` on a folder was ignored
+    without a word, although a named column must exist."""
+    (tmp_path / "u.data").write_text("1\t10\t5\t100\n2\t10\t3\t200\n")
+    for flag in ["--weight-col", "--time-col", "--user-col", "--item-col"]:
+        assert main(["train", "--interactions", str(tmp_path), "--out", str(tmp_path / "m"),
+                     flag, "x"]) == 2
+        assert f"{flag} applies to CSV and Parquet files" in _one_sentence(capsys)

@@ -14,8 +14,8 @@ from training.interactions import DataError, Interactions
 
 def add_interaction_args(p: argparse.ArgumentParser, flag: str, help_text: str) -> None:
     p.add_argument(flag, type=Path, required=True, help=help_text)
-    p.add_argument("--user-col", default="user_id")
-    p.add_argument("--item-col", default="item_id")
+    p.add_argument("--user-col", default=None, help="user id column (default: 'user_id')")
+    p.add_argument("--item-col", default=None, help="item id column (default: 'item_id')")
     p.add_argument("--weight-col", default=None,
                    help="weight or rating column (default: 'weight', used when present; a "
                         "column named here must exist)")
@@ -26,16 +26,25 @@ def add_interaction_args(p: argparse.ArgumentParser, flag: str, help_text: str) 
 
 def read(path: Path, args: argparse.Namespace) -> tuple[Interactions, dict[str, dict[str, Any]]]:
     """Interactions and item metadata (titles, categories) where the source has them."""
-    if path.is_dir():
-        return load_movielens(path)
-    if path.name == "u.data":
-        return load_movielens(path.parent)
+    if path.is_dir() or path.name == "u.data":
+        _no_column_flags(path, args)
+        return load_movielens(path if path.is_dir() else path.parent)
     # a column the user named must be there: ignoring it would train with every weight 1 or
     # every timestamp 0 and say nothing; only the default names are optional
     named = [c for c in (args.weight_col, args.time_col) if c is not None]
-    data = read_interactions(path, args.user_col, args.item_col, args.weight_col or "weight",
+    data = read_interactions(path, args.user_col or "user_id", args.item_col or "item_id",
+                             args.weight_col or "weight",
                              args.time_col or "timestamp", require=named)
     return data, {}
+
+
+def _no_column_flags(path: Path, args: argparse.Namespace) -> None:
+    """MovieLens files have fixed columns: a column flag would be ignored without a word."""
+    for flag in ("user_col", "item_col", "weight_col", "time_col"):
+        if getattr(args, flag) is not None:
+            name = "--" + flag.replace("_", "-")
+            raise DataError(f"{path} is read as MovieLens, whose files have fixed columns: "
+                            f"{name} applies to CSV and Parquet files")
 
 
 def check_out(path: Path, folder: bool) -> None:
