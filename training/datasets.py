@@ -10,7 +10,7 @@ import hashlib
 import shutil
 import urllib.request
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,17 @@ def download(name: str, cache_dir: str | Path, timeout: float = 60.0) -> Path:
     return target
 
 
+_BOM_AS_LATIN1 = "\ufeff".encode().decode("latin-1")
+
+
+def _latin1_lines(p: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a Latin-1 MovieLens file; a UTF-8 byte-order mark (a copy re-saved
+    as UTF-8) would otherwise be read as three letters of the first id."""
+    with p.open(encoding="latin-1") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            yield line_no, line.removeprefix(_BOM_AS_LATIN1) if line_no == 1 else line
+
+
 def _split_genres(raw: str) -> list[str]:
     return [g for g in raw.split("|") if g and g != "(no genres listed)"]
 
@@ -123,14 +134,13 @@ def read_movielens_100k_items(path: str | Path) -> ItemMetadata:
     if not p.is_file():
         raise DataError(f"MovieLens item file not found: {p}")
     out: ItemMetadata = {}
-    with p.open(encoding="latin-1") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            fields = line.rstrip("\r\n").split("|")
-            if len(fields) < 5 + len(ML100K_GENRES):
-                raise DataError(f"{p}, line {line_no}: expected 24 '|'-separated fields")
-            flags = fields[5 : 5 + len(ML100K_GENRES)]
-            cats = [g for g, f in zip(ML100K_GENRES, flags, strict=True) if f.strip() == "1"]
-            out[fields[0]] = {"title": fields[1], "categories": cats}
+    for line_no, line in _latin1_lines(p):
+        fields = line.rstrip("\r\n").split("|")
+        if len(fields) < 5 + len(ML100K_GENRES):
+            raise DataError(f"{p}, line {line_no}: expected 24 '|'-separated fields")
+        flags = fields[5 : 5 + len(ML100K_GENRES)]
+        cats = [g for g, f in zip(ML100K_GENRES, flags, strict=True) if f.strip() == "1"]
+        out[fields[0]] = {"title": fields[1], "categories": cats}
     return out
 
 
@@ -144,20 +154,19 @@ def read_movielens_1m(path: str | Path) -> Interactions:
     items: list[str] = []
     ratings: list[float] = []
     times: list[int] = []
-    with p.open(encoding="latin-1") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            f = line.rstrip("\r\n").split("::")
-            if len(f) != 4:
-                raise DataError(f"{p}, line {line_no}: expected 4 '::'-separated fields")
-            try:
-                ratings.append(parse_weight(f[2], "rating"))
-                times.append(parse_timestamp(f[3], "timestamp"))
-            except ValueError as exc:
-                raise DataError(f"{p}, line {line_no}: {exc}") from exc
-            users.append(f[0])
-            items.append(f[1])
+    for line_no, line in _latin1_lines(p):
+        if not line.strip():
+            continue
+        f = line.rstrip("\r\n").split("::")
+        if len(f) != 4:
+            raise DataError(f"{p}, line {line_no}: expected 4 '::'-separated fields")
+        try:
+            ratings.append(parse_weight(f[2], "rating"))
+            times.append(parse_timestamp(f[3], "timestamp"))
+        except ValueError as exc:
+            raise DataError(f"{p}, line {line_no}: {exc}") from exc
+        users.append(f[0])
+        items.append(f[1])
     return Interactions.from_columns(users, items, ratings, times, source=str(p))
 
 
@@ -168,14 +177,13 @@ def read_movielens_1m_items(path: str | Path) -> ItemMetadata:
     if not p.is_file():
         raise DataError(f"MovieLens item file not found: {p}")
     out: ItemMetadata = {}
-    with p.open(encoding="latin-1") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            f = line.rstrip("\r\n").split("::")
-            if len(f) != 3:
-                raise DataError(f"{p}, line {line_no}: expected 3 '::'-separated fields")
-            out[f[0]] = {"title": f[1], "categories": _split_genres(f[2])}
+    for line_no, line in _latin1_lines(p):
+        if not line.strip():
+            continue
+        f = line.rstrip("\r\n").split("::")
+        if len(f) != 3:
+            raise DataError(f"{p}, line {line_no}: expected 3 '::'-separated fields")
+        out[f[0]] = {"title": f[1], "categories": _split_genres(f[2])}
     return out
 
 

@@ -239,3 +239,13 @@ def test_an_empty_ml100k_file_says_so_without_a_warning(
     with pytest.raises(DataError, match=r"no interactions found in .*u\.data"):
         load_movielens(tmp_path)
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_ml1m_files_with_a_byte_order_mark_keep_their_first_id(tmp_path: Path) -> None:
+    """Read as Latin-1, a UTF-8 BOM became part of the first line's id: a user "\u00ef\u00bb\u00bf1"
+    beside user "1", and the first movie's title and genres under no movie id."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "ratings.dat").write_bytes(bom + b"1::1193::5::978300760\n1::661::3::978302109\n")
+    (tmp_path / "movies.dat").write_bytes(bom + b"1193::One Flew Over (1975)::Drama\n")
+    assert read_movielens_1m(tmp_path).user_ids.tolist() == ["1"]
+    assert read_movielens_1m_items(tmp_path)["1193"]["categories"] == ["Drama"]
