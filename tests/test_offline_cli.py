@@ -346,3 +346,26 @@ def test_column_flags_on_a_movielens_folder_exit_2(
         assert main(["train", "--interactions", str(tmp_path), "--out", str(tmp_path / "m"),
                      flag, "x"]) == 2
         assert f"{flag} applies to CSV and Parquet files" in _one_sentence(capsys)
+
+
+def test_long_steps_say_how_far_they_are(split: tuple[Path, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         caplog: pytest.LogCaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training logs each phase (tuning per family, blend, re-ranker, refit); recommend says
+    how many users it has written at intervals (here every user: the interval is 0)."""
+    from training.commands import recommend
+
+    train_csv, _ = split
+    model_dir = tmp_path / "model"
+    with caplog.at_level("INFO", logger="training"):
+        assert main(["train", "--interactions", str(train_csv), "--out", str(model_dir),
+                     "--tuning-seconds", "2"]) == 0
+    logged = " | ".join(r.getMessage() for r in caplog.records)
+    for fragment in ("plan:", "first trial", "budget", "blend weights", "re-ranker:", "refit:"):
+        assert fragment in logged
+    capsys.readouterr()
+    monkeypatch.setattr(recommend, "PROGRESS_SECONDS", 0.0)
+    assert main(["recommend", "--model", str(model_dir), "--k", "5",
+                 "--out", str(tmp_path / "r.csv")]) == 0
+    assert "... 199 of 200 users written" in capsys.readouterr().err

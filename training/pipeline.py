@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -26,6 +27,8 @@ from training.generators.ensemble import Blend
 from training.generators.selector import DEFAULT_MEMORY_BUDGET, choose, make
 from training.interactions import Interactions
 from training.splits import validation_split
+
+log = logging.getLogger(__name__)
 
 MULTI_FOLD_MAX_ITEMS = 5000  # above this a trial is costly: tune on one fold only
 MULTI_FOLD_MAX_INTERACTIONS = 2_000_000
@@ -93,6 +96,7 @@ class DefaultPipeline:
         plan = choose(train.n_items, cfg.memory_budget, weighted=_varies(train.weights),
                       timed=_varies(train.timestamps))
         self.report.plan = plan.reason
+        log.info("plan: %s", plan.reason)
         folds, nested = self._folds(train, fit, val)
         tuned = tuning.tune(plan.members, folds, cfg.budget_seconds, cfg.k, nested)
         self.report.params = tuned.best
@@ -114,6 +118,7 @@ class DefaultPipeline:
         self.report.seconds["tune"] = t1 - t0
         self.model = None
         if cfg.rerank:
+            log.info("re-ranker: training %s on the validation users", cfg.reranker_shape)
             rows = reranker.training_rows(tuned.on_fit, tuned.fit, tuned.val, categories,
                                           cfg.n_candidates, cfg.seed)
             rr = reranker.train_reranker(rows, cfg.k, seed=cfg.seed, shape=cfg.reranker_shape)
@@ -122,9 +127,11 @@ class DefaultPipeline:
             self.report.reranker = (
                 f"{verdict} (val nDCG {rr.base_ndcg:.4f} -> {rr.reranked_ndcg:.4f})"
             )
+            log.info("re-ranker: %s", self.report.reranker)
         t2 = time.perf_counter()
         self.report.seconds["rerank"] = t2 - t1
         members = [make(n, self.report.params[n]) for n in tuned.members]
+        log.info("refit: %s on all %d interactions", ", ".join(tuned.members), len(train))
         self._train = train.matrix(binary=True)
         self.blend = Blend(members, self.report.weights)
         self.blend.fit(self._train, train)

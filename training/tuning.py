@@ -13,6 +13,7 @@ measures that drift on nested folds (fit -> sub-fit) and extrapolates it to the 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from training.generators.base import CandidateGenerator, fit_generator, top_n
 from training.generators.ensemble import standardise_rows
 from training.generators.selector import make
 from training.interactions import Interactions
+
+log = logging.getLogger(__name__)
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
     # user_weight: Gram built from X' diag(n_u^-w) X (see EASE); cheap, so both axes are searched
@@ -372,10 +375,14 @@ def tune(
     firsts: dict[str, tuple[dict[str, Any], CandidateGenerator, list[Trial]]] = {}
     for name in names:
         firsts[name] = tune_generator(name, folds, None, k, GRIDS[name][:1])
+        log.info("%s's first trial %.1f s (validation nDCG@%d %.4f)", name,
+                 firsts[name][2][0].seconds, k, firsts[name][2][0].ndcg)
     spent = time.perf_counter() - start
     if budget_seconds is None:
         budget_seconds = max(MIN_BUDGET_SECONDS * len(folds), AUTO_BUDGET_FACTOR * spent)
     remaining = max(budget_seconds - spent, 0.0)
+    log.info("%d families on %d fold(s), %.0f s budget", len(names), len(folds),
+             budget_seconds)
     share = remaining / max(len(names), 1)
     for name in names:
         deadline = time.perf_counter() + share
@@ -389,10 +396,13 @@ def tune(
         result.best[name] = params
         result.fitted[name] = gen
         result.trials.extend(trials)
+        log.info("%s: %d trial(s), best %s", name, len(trials), params)
     per_fold: list[list[CandidateGenerator]] = [[result.fitted[n] for n in names]]
     per_fold += [[fitted(n, result.best[n], fold) for n in names] for fold in folds[1:]]
     scorer = BlendScorer(per_fold, folds, k)  # members' validation scores, computed once
     result.weights, result.blend_ndcg = scorer.best_weights()
+    log.info("blend weights %s (validation nDCG@%d %.4f)", result.weights, k,
+             result.blend_ndcg)
     if len(folds) > 1:  # one fold's noise (about ±0.005) is larger than what this finds
         deadline = time.perf_counter() + BLEND_CONTEXT_SHARE * budget_seconds
         tune_in_blend(result, names, per_fold, folds, k, deadline, scorer)

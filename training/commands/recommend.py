@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def load(folder: Path) -> TrainedModel:
         raise DataError(f"{folder}: {damaged} is damaged; train the model again") from None
 
 
+PROGRESS_SECONDS = 10.0  # between progress lines on stderr
+
+
 def check_k(k: int) -> None:
     if not 1 <= k <= 1000:
         raise DataError("--k must be between 1 and 1000")
@@ -65,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
     note_short_lists(model, args.k)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
+    n_users = model.user_ids.shape[0]
+    next_note = time.monotonic() + PROGRESS_SECONDS
     with args.out.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["user", "item", "rank", "score"])
         for code, user in enumerate(model.user_ids.tolist()):
+            if time.monotonic() >= next_note:  # millions of users take minutes: say so
+                print(f"... {code:,} of {n_users:,} users written", file=sys.stderr, flush=True)
+                next_note = time.monotonic() + PROGRESS_SECONDS
             for rank, (item, score) in enumerate(model.candidates_for(code)[: args.k], start=1):
                 out.writerow([user, item, rank, f"{score:.6g}"])
                 rows += 1
