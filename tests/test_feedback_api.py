@@ -220,3 +220,15 @@ def test_deleting_a_user_removes_the_dead_letters_naming_them_by_a_numeric_id(
     assert client.delete("/api/users/42?tenant=7").json()["removed"]["deadLetters"] == 1
     left = [json.loads(d["body"])["userId"] for d in store.scan("deadletters")]
     assert sorted(map(str, left)) == ["43", "True"]  # other users' stay (a bool is no id)
+
+
+def test_a_body_sent_without_a_json_content_type_is_a_400_saying_so(published: Runtime) -> None:
+    """curl's -d sends application/x-www-form-urlencoded: the answer says what to send."""
+    client = client_for(published)
+    body = json.dumps([{"eventId": "e1", "userId": "u1", "itemId": "i1", "type": "view",
+                        "timestamp": "2025-01-01T00:00:00Z"}])
+    response = client.post("/api/events", content=body,
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.json()["error"]
+    assert "x-www-form-urlencoded" in response.json()["error"]

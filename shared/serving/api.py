@@ -136,6 +136,19 @@ def _json_error(exc: RequestValidationError) -> str | None:
     return None
 
 
+def _not_sent_as_json(request: Request, exc: RequestValidationError) -> str | None:
+    """A body FastAPI did not parse because its Content-Type is not JSON (curl's `-d` sends
+    a form type): it then only reported "Input should be a valid list"."""
+    content_type = request.headers.get("content-type", "")
+    if request.method != "POST" or "json" in content_type.lower():
+        return None
+    if not any(tuple(err.get("loc", ()))[:1] == ("body",) for err in exc.errors()):
+        return None
+    sent = f"'{content_type[:60]}'" if content_type else "none"
+    return (f"the body is not JSON: send it with Content-Type: application/json (the request's "
+            f"Content-Type is {sent})")
+
+
 def _readable(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -368,8 +381,8 @@ def create_app(runtime_factory: Callable[[], Runtime] = get_runtime) -> FastAPI:
     )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        not_json = _json_error(exc)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        not_json = _json_error(exc) or _not_sent_as_json(request, exc)
         if not_json is not None:  # the documented 400, not a 422 naming a field "1"
             return JSONResponse(status_code=400, content={"error": not_json})
         return JSONResponse(status_code=422, content={"error": _readable(exc)})
