@@ -123,6 +123,17 @@ def _latin1_lines(p: Path) -> Iterator[tuple[int, str]]:
             yield line_no, line.removeprefix(_BOM_AS_LATIN1) if line_no == 1 else line
 
 
+def _dat_fields(p: Path, n: int) -> Iterator[tuple[int, list[str]]]:
+    """Numbered non-blank lines of a MovieLens 1M `.dat` file, split on '::' into `n` fields."""
+    for line_no, line in _latin1_lines(p):
+        if not line.strip():
+            continue
+        f = line.rstrip("\r\n").split("::")
+        if len(f) != n:
+            raise DataError(f"{p}, line {line_no}: expected {n} '::'-separated fields")
+        yield line_no, f
+
+
 def _split_genres(raw: str) -> list[str]:
     return [g for g in raw.split("|") if g and g != "(no genres listed)"]
 
@@ -154,12 +165,7 @@ def read_movielens_1m(path: str | Path) -> Interactions:
     items: list[str] = []
     ratings: list[float] = []
     times: list[int] = []
-    for line_no, line in _latin1_lines(p):
-        if not line.strip():
-            continue
-        f = line.rstrip("\r\n").split("::")
-        if len(f) != 4:
-            raise DataError(f"{p}, line {line_no}: expected 4 '::'-separated fields")
+    for line_no, f in _dat_fields(p, 4):
         try:
             ratings.append(parse_weight(f[2], "rating"))
             times.append(parse_timestamp(f[3], "timestamp"))
@@ -177,12 +183,7 @@ def read_movielens_1m_items(path: str | Path) -> ItemMetadata:
     if not p.is_file():
         raise DataError(f"MovieLens item file not found: {p}")
     out: ItemMetadata = {}
-    for line_no, line in _latin1_lines(p):
-        if not line.strip():
-            continue
-        f = line.rstrip("\r\n").split("::")
-        if len(f) != 3:
-            raise DataError(f"{p}, line {line_no}: expected 3 '::'-separated fields")
+    for _, f in _dat_fields(p, 3):
         out[f[0]] = {"title": f[1], "categories": _split_genres(f[2])}
     return out
 
