@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -202,15 +202,21 @@ def _of_forgotten_users(
 ) -> list[str]:
     """The batch's events sent before their user's deletion (keys of `events`); with `store`,
     the deletion records are read for events older than the Redis marks live."""
-    oldest: dict[tuple[str, str], float] = {}
-    for e in events.values():
-        pair = (e.tenant, e.user_id)
-        oldest[pair] = min(oldest.get(pair, float("inf")), e.epoch_seconds)
+    oldest = _oldest_by_user(((e.tenant, e.user_id), e.epoch_seconds) for e in events.values())
     marks = _deletions(oldest, online, store, now)
     if not marks:
         return []
     return [key for key, e in events.items()
             if _sent_before(e.epoch_seconds, marks.get((e.tenant, e.user_id)))]
+
+
+def _oldest_by_user(times: Iterable[tuple[tuple[str, str], float]]
+                    ) -> dict[tuple[str, str], float]:
+    """(tenant, user) -> the oldest of their times."""
+    oldest: dict[tuple[str, str], float] = {}
+    for pair, when in times:
+        oldest[pair] = min(oldest.get(pair, float("inf")), when)
+    return oldest
 
 
 def _deletions(oldest: dict[tuple[str, str], float], online: OnlineState | None,
@@ -242,11 +248,8 @@ def _without_forgotten_owners(dead: dict[str, dict[str, Any]], online: OnlineSta
                               store: DocumentStore, now: float) -> dict[str, dict[str, Any]]:
     """Dead letters whose body names a user deleted after sending it are not kept (a body
     whose time cannot be read counts as sent before the deletion)."""
-    oldest: dict[tuple[str, str], float] = {}
-    for doc in dead.values():
-        if "userId" in doc:
-            pair = (str(doc["tenant"]), str(doc["userId"]))
-            oldest[pair] = min(oldest.get(pair, float("inf")), _body_time(str(doc["body"])))
+    oldest = _oldest_by_user(((str(d["tenant"]), str(d["userId"])), _body_time(str(d["body"])))
+                             for d in dead.values() if "userId" in d)
     marks = _deletions(oldest, online, store, now)
     if not marks:
         return dead
@@ -269,8 +272,8 @@ def _remove_written(store: DocumentStore, online: OnlineState | None,
     for e in events:
         doc = e.to_document()
         store.delete(EVENTS, str(doc["id"]), str(doc["pk"]))
-    for tenant, user_id in {(e.tenant, e.user_id) for e in events}:
-        if online is not None:
+    if online is not None:
+        for tenant, user_id in {(e.tenant, e.user_id) for e in events}:
             online.forget_user(tenant, user_id)
 
 

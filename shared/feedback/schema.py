@@ -7,7 +7,7 @@ batch, so the Python-level validators below are kept to two cheap checks.
 
 from __future__ import annotations
 
-import math
+import json
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -83,17 +83,13 @@ class FeedbackEvent(BaseModel):
     def _finite_numbers(cls, context: dict[str, Any] | None) -> dict[str, Any] | None:
         """A `NaN`, `Infinity` or number beyond float range in the context (Python's and
         pydantic's parsers take them) would be stored as null: refused, so the event is
-        dead-lettered as sent, as `POST /api/events` refuses it."""
-        stack: list[Any] = [context]
-        while stack:
-            value = stack.pop()
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError("context holds a number standard JSON cannot carry "
-                                 "(NaN, an infinity, or one beyond float range)")
-            if isinstance(value, dict):
-                stack.extend(value.values())
-            elif isinstance(value, list):
-                stack.extend(value)
+        dead-lettered as sent, as `POST /api/events` refuses it (`stores.events.encode`, the
+        same standard-JSON rule)."""
+        try:
+            json.dumps(context, allow_nan=False)
+        except ValueError:
+            raise ValueError("context holds a number standard JSON cannot carry "
+                             "(NaN, an infinity, or one beyond float range)") from None
         return context
 
     @model_validator(mode="after")
