@@ -133,8 +133,9 @@ def intra_list_diversity(recs: IntArray, item_categories: sparse.csr_matrix, k: 
     has = norms > 0
     unit = sparse.diags(np.where(has, 1.0 / np.where(has, norms, 1.0), 0.0)) @ cats
     valid = top >= 0
-    n = valid.sum(axis=1).astype(np.float64)
-    rows = np.repeat(np.arange(top.shape[0]), valid.sum(axis=1))
+    counts = valid.sum(axis=1)
+    n = counts.astype(np.float64)
+    rows = np.repeat(np.arange(top.shape[0]), counts)
     picks = sparse.csr_matrix((np.ones(rows.size), (rows, top[valid])),  # repeats add up
                               shape=(top.shape[0], cats.shape[0]))
     total = picks @ unit  # users x categories: each list's sum of unit vectors
