@@ -15,10 +15,16 @@ from shared.ids import TENANT_RULE
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A guard against hangs, not a speed check: retrain's tuning budget is wall-clock (up to a
+# minute and a half for each of the two pipelines retrain fits), so a busy machine can take
+# minutes.
+CLI_TIMEOUT_SECONDS = 280  # under pytest-timeout's 300
+
+
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RECO_DATA_DIR": str(tmp_path / "data")}
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
 
 
 def test_sample_data_then_retrain_publishes_a_version(tmp_path: Path) -> None:
