@@ -37,6 +37,7 @@ from shared.stores.cache import AsyncRedis, redis_error
 from shared.stores.errors import BackendError
 
 RECENT_LIMIT = 50  # recent items kept per user
+HIDDEN_LIMIT = 1000  # newest items kept in each of a user's seen / purchased / disliked
 # How long a deletion is remembered: Event Hubs keeps events for at most 7 days (Standard), so
 # no event sent before the deletion can be delivered after the mark lapses.
 FORGOTTEN_MARK_SECONDS = 7 * 86400
@@ -53,7 +54,8 @@ def tenant_tag(tenant: str) -> str:
 # the client's side of the round trip.
 _RANKING_RESP = (
     b"*5\r\n$6\r\nZRANGE\r\n$%d\r\n%b:recent\r\n$1\r\n0\r\n$2\r\n-1\r\n$3\r\nREV\r\n"
-    b"*4\r\n$6\r\nSUNION\r\n$%d\r\n%b:seen\r\n$%d\r\n%b:purchased\r\n$%d\r\n%b:disliked\r\n"
+    b"*5\r\n$6\r\nZUNION\r\n$1\r\n3\r\n"
+    b"$%d\r\n%b:seen\r\n$%d\r\n%b:purchased\r\n$%d\r\n%b:disliked\r\n"
     b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n"
 )
 
@@ -74,9 +76,10 @@ def user_state_keys(tenant: str, user_id: str) -> dict[str, str]:
     base = f"{tenant_tag(tenant)}:u:{user_id}"
     return {
         "recent": f"{base}:recent",  # zset item -> last timestamp, trimmed to RECENT_LIMIT
-        "seen": f"{base}:seen",  # set of items viewed/clicked/carted/rated
-        "purchased": f"{base}:purchased",  # set
-        "disliked": f"{base}:disliked",  # set
+        # zsets item -> last timestamp, trimmed to HIDDEN_LIMIT (plain sets before 2026-12)
+        "seen": f"{base}:seen",  # items viewed/clicked/carted/rated
+        "purchased": f"{base}:purchased",
+        "disliked": f"{base}:disliked",
         "applied": applied_key(tenant, user_id),
     }
 
@@ -124,7 +127,7 @@ class RankingState:
     """What ranking a user's candidates needs from online state: the recent items (the
     re-ranker's context) and every item not to recommend again (seen, purchased, disliked).
 
-    Read on every recommendation: in Redis the three sets come back as one SUNION reply."""
+    Read on every recommendation: in Redis the three sets come back as one ZUNION reply."""
 
     recent: list[str] = field(default_factory=list)  # most recent first
     hidden: frozenset[str] = frozenset()
@@ -150,6 +153,7 @@ class OnlineConfig:
     """Bounds and lifetimes; the settings module fills these in."""
 
     recent_limit: int = RECENT_LIMIT
+    hidden_limit: int = HIDDEN_LIMIT  # bounds what a request reads however active the user
     user_ttl_seconds: int = 30 * 24 * HOUR  # online state of an idle user expires
     dedupe_ttl_seconds: int = 3 * 24 * HOUR  # applied markers; >= trending window, see below
     trending_window_hours: int = 48
@@ -260,19 +264,40 @@ class _TrendingReadCache:
 # One script per tenant and batch. KEYS come in sevens per event (the user's marks, recent,
 # seen, purchased, disliked, trending bucket, category bucket; unused trending ones repeat the
 # marks key so every key is declared and in the tenant's slot); ARGV: mark TTL, recent limit,
-# user TTL, now, then per event its id, item, timestamp, trending weight, flags (1 recent,
-# 2 seen, 4 trending, 8 category, 16 purchased, 32 disliked), and the bucket's expiry time.
-# After the events, every key of each user the batch touched gets the user TTL again: the
-# state expires after the user's inactivity, not after the last write to one of its sets.
+# user TTL, now, hidden limit, then per event its id, item, timestamp, trending weight, flags
+# (1 recent, 2 seen, 4 trending, 8 category, 16 purchased, 32 disliked), and the bucket's
+# expiry time. Recent, seen, purchased and disliked are zsets of item -> latest timestamp,
+# trimmed to their limit, oldest first. After the events, every key of each user the batch
+# touched gets the user TTL again: the state expires after the user's inactivity, not after
+# the last write to one of its sets.
 _APPLY_LUA = """
 local marker_ttl = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local user_ttl = ARGV[3]
 local now = tonumber(ARGV[4])
+local hidden_limit = tonumber(ARGV[5])
 local expired = {}  -- keys whose expiry this script already set
 local users = {}  -- first KEYS index of each user group the batch applied events to
 local applied = 0
-local a = 5
+local a = 6
+local function add_newest(key, ts, item, cap)  -- keep the item's latest time, the newest cap
+  if redis.call('ZADD', key, 'GT', ts, item) > 0 and redis.call('ZCARD', key) > cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+  end
+end
+local function as_zset(key)  -- a plain set from before the cap: its items become the oldest
+  if redis.call('TYPE', key).ok ~= 'set' then return end
+  local items = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  for i = 1, #items, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #items) do
+      args[#args + 1] = 0
+      args[#args + 1] = items[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
 for k = 1, #KEYS, 7 do
   local marks, event = KEYS[k], ARGV[a]
   local lapses = redis.call('ZSCORE', marks, event)
@@ -287,15 +312,12 @@ for k = 1, #KEYS, 7 do
     applied = applied + 1
     local item, ts, w = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     local flags, exat = tonumber(ARGV[a + 4]), ARGV[a + 5]
-    if flags % 2 == 1 then
-      local key = KEYS[k + 1]
-      if redis.call('ZADD', key, 'GT', ts, item) > 0
-          and redis.call('ZCARD', key) > limit then
-        redis.call('ZREMRANGEBYRANK', key, 0, -(limit + 1))
-      end
-    end
+    if flags % 2 == 1 then add_newest(KEYS[k + 1], ts, item, limit) end
     for bit, offset in pairs({[1] = 2, [4] = 3, [5] = 4}) do  -- seen, purchased, disliked
-      if math.floor(flags / (2 ^ bit)) % 2 == 1 then redis.call('SADD', KEYS[k + offset], item) end
+      if math.floor(flags / (2 ^ bit)) % 2 == 1 then
+        as_zset(KEYS[k + offset])
+        add_newest(KEYS[k + offset], ts, item, hidden_limit)
+      end
     end
     for bit = 2, 3 do
       if math.floor(flags / (2 ^ bit)) % 2 == 1 then
@@ -355,7 +377,7 @@ class RedisOnlineState:
         tag = tenant_tag(tenant)
         keys: list[str] = []
         args: list[str | int | float] = [cfg.dedupe_ttl_seconds, cfg.recent_limit,
-                                         cfg.user_ttl_seconds, now]
+                                         cfg.user_ttl_seconds, now, cfg.hidden_limit]
         oldest_hour = _hour(now) - cfg.trending_window_hours + 1
         window = cfg.trending_window_hours + 1
         for u in updates:
@@ -431,9 +453,8 @@ class RedisOnlineState:
     def _queue_user(self, pipe: Any, tenant: str, user_id: str) -> None:
         keys = user_state_keys(tenant, user_id)
         pipe.zrevrange(keys["recent"], 0, -1)
-        pipe.smembers(keys["seen"])
-        pipe.smembers(keys["purchased"])
-        pipe.smembers(keys["disliked"])
+        for role in ("seen", "purchased", "disliked"):  # ZUNION reads a pre-cap plain set too
+            pipe.execute_command("ZUNION", 1, keys[role])
 
     @staticmethod
     def _user_from(values: Sequence[Any]) -> UserState:
@@ -455,11 +476,12 @@ class RedisOnlineState:
 
     @staticmethod
     def _ranking_commands(tenant: str, user_id: str, extra_key: str) -> list[tuple[str, ...]]:
-        """Three commands: the user's keys share a slot, so one SUNION unites the three sets."""
+        """Three commands: the user's keys share a slot, so one ZUNION unites the three sets
+        (zsets, or plain sets written before they were capped: ZUNION reads both)."""
         keys = user_state_keys(tenant, user_id)
         return [
             ("ZRANGE", keys["recent"], "0", "-1", "REV"),
-            ("SUNION", keys["seen"], keys["purchased"], keys["disliked"]),
+            ("ZUNION", "3", keys["seen"], keys["purchased"], keys["disliked"]),
             ("GET", extra_key),
         ]
 
@@ -561,10 +583,19 @@ class RedisOnlineState:
             return False
 
 
+def _add_newest(items: dict[str, float], item: str, ts: float, cap: int) -> None:
+    """What the Lua script's add_newest does to a zset: keep the item's latest time, then
+    drop the oldest (ties: the smaller id) beyond `cap`."""
+    if ts > items.get(item, -math.inf):
+        items[item] = ts
+    while len(items) > cap:
+        del items[min(items.items(), key=lambda kv: (kv[1], kv[0]))[0]]
+
+
 @dataclass
 class _MemoryUser:
     recent: dict[str, float] = field(default_factory=dict)
-    sets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    sets: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     touched: float = 0.0
 
 
@@ -605,14 +636,9 @@ class MemoryOnlineState:
                 user = self._users.setdefault((u.tenant, u.user_id), _MemoryUser())
                 user.touched = now
                 if u.recent:
-                    if u.timestamp > user.recent.get(u.item_id, -math.inf):
-                        user.recent[u.item_id] = u.timestamp
-                    if len(user.recent) > cfg.recent_limit:
-                        ordered = sorted(user.recent.items(), key=lambda kv: (kv[1], kv[0]))
-                        for item, _ in ordered[: len(user.recent) - cfg.recent_limit]:
-                            del user.recent[item]
+                    _add_newest(user.recent, u.item_id, u.timestamp, cfg.recent_limit)
                 if u.user_set:
-                    user.sets[u.user_set].add(u.item_id)
+                    _add_newest(user.sets[u.user_set], u.item_id, u.timestamp, cfg.hidden_limit)
                 hour = _hour(u.timestamp)
                 if u.trend_weight and hour >= oldest_hour:
                     for cat in (ALL_CATEGORIES, u.category):
@@ -716,6 +742,7 @@ def config_from(settings: Any) -> OnlineConfig:
     """The online-state bounds from the settings module."""
     return OnlineConfig(
         recent_limit=settings.online_recent_limit,
+        hidden_limit=settings.online_hidden_limit,
         user_ttl_seconds=settings.online_user_ttl_seconds,
         dedupe_ttl_seconds=settings.feedback_dedupe_ttl_seconds,
         trending_window_hours=settings.trending_window_hours,

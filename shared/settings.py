@@ -133,6 +133,7 @@ class Settings(BaseSettings):
 
     # Online state (recent items, seen/purchased/disliked, trending) and feedback de-duplication
     online_recent_limit: int = Field(50, alias="RECO_ONLINE_RECENT_LIMIT", ge=1, le=1000)
+    online_hidden_limit: int = Field(1000, alias="RECO_ONLINE_HIDDEN_LIMIT", ge=1, le=100_000)
     online_user_ttl_seconds: int = Field(30 * 86400, alias="RECO_ONLINE_USER_TTL_SECONDS", ge=60)
     feedback_dedupe_ttl_seconds: int = Field(
         3 * 86400, alias="RECO_FEEDBACK_DEDUPE_TTL_SECONDS", ge=3600

@@ -61,6 +61,56 @@ def test_user_state_records_recent_items_bounded_and_the_sets(online: OnlineStat
     assert online.read_user("t2", "u1").recent == []  # tenants do not share state
 
 
+@pytest.fixture(params=["memory", "redis"])
+def capped(request: pytest.FixtureRequest) -> OnlineState:
+    """Online state that keeps at most 3 items in each of seen / purchased / disliked."""
+    config = OnlineConfig(recent_limit=10, hidden_limit=3, trending_read_cache_seconds=0)
+    if request.param == "memory":
+        return MemoryOnlineState(LruCache(), config)
+    return RedisOnlineState(request.getfixturevalue("redis_client"), config)
+
+
+def test_each_hidden_set_keeps_only_its_newest_items_up_to_the_limit(
+    capped: OnlineState,
+) -> None:
+    capped.apply([_u("e1", "a", ago=50), _u("e2", "b", ago=40), _u("e3", "c", ago=30)])
+    capped.apply([_u("e4", "d", ago=20)])  # a is the oldest: dropped
+    capped.apply([_u("e5", "b", ago=5)])  # seen again: b is now the newest
+    capped.apply([_u("e6", "e", ago=10)])  # c is the oldest now
+    capped.apply([_u("e7", "z", ago=90)])  # arrives late: older than all, never kept
+    capped.apply([_u(f"p{i}", f"p{i}", ago=10 - i, kind="purchase") for i in range(5)])
+    capped.apply([_u("x1", "x", kind="dislike")])
+    state = capped.read_user("t1", "u1")
+    assert state.seen == {"d", "e", "b"}
+    assert state.purchased == {"p2", "p3", "p4"}
+    assert state.disliked == {"x"}
+    ranking, _ = capped.read_ranking_with("t1", "u1", "missing")
+    assert ranking.hidden == state.seen | state.excluded
+
+
+def test_plain_sets_from_before_the_cap_are_read_and_become_capped_on_the_next_event(
+    redis_client: redis.Redis,
+) -> None:
+    """An earlier version kept seen / purchased / disliked as plain sets: requests still read
+    them, and the user's next event converts the set it writes, its old items as the oldest."""
+    online = RedisOnlineState(redis_client, OnlineConfig(hidden_limit=2))
+    keys = user_state_keys("t1", "u1")
+    redis_client.sadd(keys["seen"], "a", "b")
+    redis_client.sadd(keys["purchased"], "p")
+    assert online.read_user("t1", "u1").seen == {"a", "b"}
+    assert online.read_ranking_with("t1", "u1", "missing")[0].hidden == {"a", "b", "p"}
+    online.apply([_u("e1", "c")])
+    assert redis_client.type(keys["seen"]) == b"zset"
+    assert redis_client.ttl(keys["seen"]) > 0
+    state = online.read_user("t1", "u1")
+    assert state.seen == {"b", "c"}  # a and b tied as the oldest: the smaller id went first
+    assert (state.purchased, redis_client.type(keys["purchased"])) == ({"p"}, b"set")
+    assert online.read_ranking_with("t1", "u1", "missing")[0].hidden == {"b", "c", "p"}
+    online.apply([_u("e2", "q", kind="purchase")])
+    assert redis_client.type(keys["purchased"]) == b"zset"
+    assert online.read_user("t1", "u1").purchased == {"p", "q"}
+
+
 def test_each_event_id_is_applied_once(online: OnlineState) -> None:
     batch = [_u("e1", "a"), _u("e2", "a", user="u2"), _u("e3", "b", kind="purchase")]
     assert online.apply(batch) == 3

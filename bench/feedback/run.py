@@ -98,7 +98,8 @@ def raw_redis(client: redis.Redis, events: list[list[FeedbackEvent]], cfg: Onlin
                 pipe.zremrangebyrank(keys["recent"], 0, -(cfg.recent_limit + 1))
                 pipe.expire(keys["recent"], cfg.user_ttl_seconds)
             if u.user_set:
-                pipe.sadd(keys[u.user_set], u.item_id)
+                pipe.zadd(keys[u.user_set], {u.item_id: u.timestamp}, gt=True)
+                pipe.zremrangebyrank(keys[u.user_set], 0, -(cfg.hidden_limit + 1))
                 pipe.expire(keys[u.user_set], cfg.user_ttl_seconds)
             if u.trend_weight:
                 hour = int(u.timestamp // HOUR)
