@@ -4,10 +4,10 @@
 
 Every recommendation reads the user's recent items and the union of their seen / purchased /
 disliked items in one round trip (`RedisOnlineState.read_ranking_with`). For a user who has
-seen n distinct items, this writes them twice on a private redis-server: as an uncapped plain
-set (what the state held before `RECO_ONLINE_HIDDEN_LIMIT`, the baseline) and through the
-feedback path's own update, which keeps the newest `hidden_limit` items. It prints the median
-read time of each and their ratio, measured in the same run.
+seen n distinct items (and nothing else), this writes them twice on a private redis-server:
+as an uncapped plain set (what the state held before `RECO_ONLINE_HIDDEN_LIMIT`, the
+baseline) and through the feedback path's own update, which keeps the newest `hidden_limit`
+items. It prints the median read time of each and their ratio, measured in the same run.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run(client: redis.Redis, n: int, reads: int, config: OnlineConfig) -> tuple[
     for start in range(0, n, 10_000):
         client.sadd(user_state_keys("t1", "plain")["seen"], *items[start:start + 10_000])
     now = time.time() - n
-    updates = [OnlineUpdate("t1", f"e{i}", "capped", item, now + i, True, "seen", 1.0)
+    updates = [OnlineUpdate("t1", f"e{i}", "capped", item, now + i, False, "seen", 0.0)
                for i, item in enumerate(items)]
     for start in range(0, n, BATCH):
         online.apply(updates[start:start + BATCH])
