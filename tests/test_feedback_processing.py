@@ -40,6 +40,9 @@ def test_bad_events_are_dead_lettered_with_reasons_and_the_rest_applied(
         _body("later", timestamp=future),
         _body("big", context={"pad": "x" * 20_000}),
         _body("ok2", type="rating", value=4),
+        _body("ok3", type="rating", value="3.5"),  # a number sent as text is still a number
+        _body("grouped", type="rating", value="1_0"),  # Python's grouping: 10 to pydantic
+        _body("grouped-pos", type="impression", recommendationId="r", position="1_0"),
         # a finite value too large for a float32 weight: it once poisoned the next model
         _body("huge", type="rating", value=1e39),
         # nested past the JSON decoder's recursion limit: once a RecursionError that failed
@@ -48,12 +51,12 @@ def test_bad_events_are_dead_lettered_with_reasons_and_the_rest_applied(
                                           + b"[" * 1000 + b"]" * 1000 + b"}"),
     ]
     result = process_batch(store, batch)
-    assert result.accepted == 2
+    assert result.accepted == 3
     reasons = sorted(d["reason"] for d in store.scan("deadletters"))
-    assert len(reasons) == 7
+    assert len(reasons) == 9
     text = " | ".join(reasons)
     for fragment in ("not valid JSON", "type", "userId", "future", "byte limit",
-                     "less than or equal to 1000000"):
+                     "less than or equal to 1000000", "no '_' grouping"):
         assert fragment in text
 
 

@@ -311,9 +311,10 @@ def test_replay_csv_with_snake_case_headers_and_context(
         f"e1,u1,i1,rating,4.5,{ts},,,\n"
         f'e2,u1,i2,impression,,{ts},r1,3,"{{""variant"": ""B""}}"\n'
         f"e3,u1,i3,rating,lots,{ts},,,\n"
+        f"e4,u1,i4,rating,1_0,{ts},,,\n"  # Python's digit grouping: not a CSV number
     )
     code, out, _ = _cli(capsys, "replay-events", "--file", str(path))
-    assert code == 0 and "2 new" in out and "1 dead-lettered" in out
+    assert code == 0 and "2 new" in out and "2 dead-lettered" in out
     docs = {d["id"]: d for d in embedded.backends.store.scan("events")}
     assert docs["e1"]["value"] == 4.5
     assert docs["e2"]["context"] == {"variant": "B"} and docs["e2"]["position"] == 3

@@ -32,7 +32,10 @@ _TIME_RULE = "timestamps must be unix seconds between the years 1 and 9999"
 
 
 def _parse_float(text: str, col: str) -> float:
+    """A decimal number as CSV writers write it: Python's own `1_000` digit grouping is not."""
     try:
+        if "_" in text:
+            raise ValueError(text)
         return float(text)
     except ValueError:
         raise ValueError(f"column '{col}' has {text!r}, which is not a number") from None

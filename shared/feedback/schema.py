@@ -78,6 +78,15 @@ class FeedbackEvent(BaseModel):
             raise ValueError("timestamp is more than 10 minutes in the future")
         return ts
 
+    @field_validator("value", "position", mode="before")
+    @classmethod
+    def _plain_number_text(cls, value: Any) -> Any:
+        """A number sent as text is read as one, but not in Python's `1_000` grouping, which
+        pydantic's parser would take as 1000 where every other reader sees no number."""
+        if isinstance(value, str) and "_" in value:
+            raise ValueError("must be a number (digits, no '_' grouping)")
+        return value
+
     @field_validator("context")
     @classmethod
     def _finite_numbers(cls, context: dict[str, Any] | None) -> dict[str, Any] | None:

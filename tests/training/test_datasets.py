@@ -81,8 +81,10 @@ def test_generic_csv_with_custom_columns(tmp_path: Path) -> None:
     (b"user_id,item_id,weight\n1,2,1\n1,3,nan\n", "line 3: column 'weight' has 'nan', but"),
     (b"user_id,item_id,weight\n1,2,-inf\n", "column 'weight' has '-inf', but"),
     (b"user_id,item_id,weight\n1,2,\n", "line 2: column 'weight' has '', which is not a number"),
+    (b"user_id,item_id,weight\n1,2,1_0\n", "column 'weight' has '1_0', which is not a number"),
+    (b"user_id,item_id,timestamp\n1,2,1_000\n", "column 'timestamp' has '1_000', which is not"),
 ], ids=["short-row", "long-row", "not-utf8", "huge-field", "inf-time", "huge-time", "nan-weight",
-        "inf-weight", "empty-weight"])
+        "inf-weight", "empty-weight", "grouped-weight", "grouped-time"])
 def test_bad_csv_rows_are_data_errors_with_a_sentence(tmp_path: Path, body: bytes,
                                                       expected: str) -> None:
     p = tmp_path / "bad.csv"

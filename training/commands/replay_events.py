@@ -67,6 +67,8 @@ def _jsonl(path: Path, bad: list[int]) -> Iterator[dict[str, Any]]:
 def _cell(column: str, text: str) -> Any:
     """CSV cells are text: numbers and the context object are restored; if a cell cannot be,
     it is sent as it is and the processor dead-letters the event with the reason."""
+    if "_" in text and column in ("value", "position"):  # float("1_0") is Python's, not CSV's
+        return text
     try:
         if column == "value":
             number = float(text)
