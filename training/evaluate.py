@@ -12,8 +12,9 @@ from training.interactions import Interactions
 
 
 def truth_matrix(test: Interactions) -> sparse.csr_matrix:
-    """Binary users x items matrix of test interactions (any interaction is relevant)."""
-    return test.matrix(binary=True)
+    """Binary users x items matrix of the relevant test interactions: any with a weight above
+    0 (a dislike in the test is no hit; a user with only dislikes is not averaged over)."""
+    return test.positive().matrix(binary=True)
 
 
 def evaluate_lists(

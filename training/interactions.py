@@ -167,6 +167,13 @@ class Interactions:
             strongest.astype(np.float32), self.timestamps[order][last], self.source,
         )
 
+    def positive(self) -> Interactions:
+        """The rows with a weight above 0, same vocabularies. A weight of 0 or below is
+        negative feedback (a dislike, a 0-star rating): nothing to learn a taste from or to
+        count as a hit, though its item is still never recommended to that user."""
+        liked = self.weights > 0
+        return self if liked.all() else self.subset(liked)
+
     def subset(self, mask: npt.NDArray[np.bool_]) -> Interactions:
         """Rows selected by mask, keeping the same vocabularies (codes stay comparable)."""
         return Interactions(

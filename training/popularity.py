@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
+from scipy import sparse
 
 from training.interactions import Interactions
 from training.model import TrainedModel
 
 
-def train_popularity(data: Interactions, n_candidates: int = 100) -> TrainedModel:
-    counts = np.bincount(data.items, minlength=data.n_items).astype(np.float32)
+def popular_lists(
+    counts: npt.NDArray[np.float32], hidden: sparse.csr_matrix,
+    users: npt.NDArray[np.integer], n: int,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The `n` most popular items for each of `users`, minus that user's row of `hidden`
+    (padded with -1 / 0), and their counts as scores."""
     order = np.argsort(-counts, kind="stable").astype(np.int32)
-    seen = data.matrix(binary=True)
-    top_items = np.full((data.n_users, n_candidates), -1, dtype=np.int32)
-    top_scores = np.zeros((data.n_users, n_candidates), dtype=np.float32)
+    top_items = np.full((len(users), n), -1, dtype=np.int32)
+    top_scores = np.zeros((len(users), n), dtype=np.float32)
     # Users have seen few items: take the head of the global list wide enough to skip them.
-    for u in range(data.n_users):
-        seen_row = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
-        head = order[: n_candidates + len(seen_row)]
-        keep = head[~np.isin(head, seen_row)][:n_candidates]
-        top_items[u, : len(keep)] = keep
-        top_scores[u, : len(keep)] = counts[keep]
+    for row, u in enumerate(np.asarray(users).tolist()):
+        seen_row = hidden.indices[hidden.indptr[u] : hidden.indptr[u + 1]]
+        head = order[: n + len(seen_row)]
+        keep = head[~np.isin(head, seen_row)][:n]
+        top_items[row, : len(keep)] = keep
+        top_scores[row, : len(keep)] = counts[keep]
+    return top_items, top_scores
+
+
+def train_popularity(data: Interactions, n_candidates: int = 100) -> TrainedModel:
+    """Popularity counts the rows with a positive weight; every row's item stays hidden from
+    its user, dislikes included."""
+    counts = np.bincount(data.positive().items, minlength=data.n_items).astype(np.float32)
+    users = np.arange(data.n_users)
+    top_items, top_scores = popular_lists(counts, data.matrix(binary=True), users, n_candidates)
     return TrainedModel(
         generator="popularity",
         parameters={"n_candidates": n_candidates},

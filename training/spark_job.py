@@ -231,6 +231,7 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
                  data.n_users, data.n_items, time.perf_counter() - t0)
         from training.train import item_stats_npz
 
+        liked = data.positive()  # a dislike is no popularity (ALS took it as a negative)
         return TrainedModel(
             generator="spark-als",
             parameters={"rank": rank, "regParam": reg, "alpha": alpha, "maxIter": max_iter,
@@ -239,8 +240,8 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
             item_ids=data.item_ids,
             top_items=top_items,
             top_scores=top_scores,
-            popularity=np.bincount(data.items, minlength=data.n_items).astype(np.float32),
-            extra_files={"item_stats.npz": item_stats_npz(data)},
+            popularity=np.bincount(liked.items, minlength=data.n_items).astype(np.float32),
+            extra_files={"item_stats.npz": item_stats_npz(liked)},
         )
 
     return train

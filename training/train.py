@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.interactions import Interactions
+from training.interactions import DataError, Interactions
 from training.model import TrainedModel
-from training.popularity import train_popularity
+from training.popularity import popular_lists, train_popularity
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,22 @@ def train_default(
     categories: npt.NDArray[np.float32] | None = None,
     seed: int = 7,
 ) -> TrainedModel:
-    """Top-`n_candidates` per user (seen items removed) from the default pipeline."""
-    if too_small(data):
+    """Top-`n_candidates` per user from the default pipeline, learnt from the rows with a
+    positive weight; every item a user has a row for, dislikes included, is left out."""
+    liked = data.positive()
+    if len(liked) == 0:
+        raise DataError("no interaction has a weight above 0: weights of 0 or below are "
+                        "dislikes, which leave nothing to learn from")
+    if len(liked) < len(data):
+        log.info("%d of %d rows have a weight of 0 or below: dislikes, not learnt from, their "
+                 "items never recommended to their users", len(data) - len(liked), len(data))
+    if too_small(liked):
         model = train_popularity(data, n_candidates)
         model.parameters["reason"] = (
-            f"{len(data)} interactions, {data.n_users} users, {data.n_items} items: "
+            f"{len(liked)} interactions, {data.n_users} users, {data.n_items} items: "
             "too few to tune on (or too few users with 3+ items to hold some out), popularity used"
         )
-        model.extra_files["item_stats.npz"] = item_stats_npz(data)
+        model.extra_files["item_stats.npz"] = item_stats_npz(liked)
         model.item_metadata = dict(item_metadata or {})
         return model
     from shared.reranking.features import FEATURES
@@ -90,10 +98,16 @@ def train_default(
     from training.pipeline import DefaultPipeline, PipelineConfig
 
     pipe = DefaultPipeline(PipelineConfig(budget_seconds=tuning_seconds, seed=seed))
-    pipe.fit(data, categories)
+    pipe.fit(liked, categories)
     assert pipe.blend is not None  # fitted
     users = np.arange(data.n_users, dtype=np.int64)
-    top_items, top_scores = pipe.blend.recommend(users, n_candidates, data.matrix(binary=True))
+    hidden = data.matrix(binary=True)
+    top_items, top_scores = pipe.blend.recommend(users, n_candidates, hidden)
+    popularity = np.bincount(liked.items, minlength=data.n_items).astype(np.float32)
+    no_likes = np.flatnonzero(np.bincount(liked.users, minlength=data.n_users) == 0)
+    if no_likes.size:  # the blend scores them 0 everywhere: popularity breaks the tie
+        top_items[no_likes] = popular_lists(popularity, hidden, no_likes, n_candidates)[0]
+        top_scores[no_likes] = 0.0
     onnx: bytes | None = None
     if pipe.model is not None:
         try:
@@ -117,12 +131,12 @@ def train_default(
         item_ids=data.item_ids,
         top_items=top_items.astype(np.int32),
         top_scores=top_scores.astype(np.float32),
-        popularity=np.bincount(data.items, minlength=data.n_items).astype(np.float32),
+        popularity=popularity,
         item_metadata=dict(item_metadata or {}),
         reranker_onnx=onnx,
         features=list(FEATURES) if onnx is not None else [],
         extra_files={
-            "item_stats.npz": item_stats_npz(data),
+            "item_stats.npz": item_stats_npz(liked),
             "similar.npz": _similar_npz(
                 data.item_ids, neighbours.astype(np.int32), sim_scores.astype(np.float32)
             ),
