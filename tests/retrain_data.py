@@ -29,6 +29,24 @@ def clustered(n_users: int = 80, n_clusters: int = 4, items_per_cluster: int = 1
     return Interactions.from_columns(users, items, timestamps=times)
 
 
+def with_rows(data: Interactions, rows: list[tuple[str, str, float]]) -> Interactions:
+    """`data` plus extra (user, item, weight) rows, timestamps after everything else."""
+    t = int(data.timestamps.max()) + 1
+    return Interactions.from_columns(
+        [*data.user_ids[data.users].tolist(), *(r[0] for r in rows)],
+        [*data.item_ids[data.items].tolist(), *(r[1] for r in rows)],
+        [*data.weights.tolist(), *(r[2] for r in rows)],
+        [*data.timestamps.tolist(), *(t + n for n in range(len(rows)))],
+    )
+
+
+def lists_of(model: object, data: Interactions, user: str, k: int) -> list[str]:
+    """The model's first k candidates for `user`, as item ids."""
+    code = data.user_ids.tolist().index(user)
+    items = model.top_items[code][:k]  # type: ignore[attr-defined]
+    return [str(data.item_ids[i]) for i in items if i >= 0]
+
+
 def least_popular_trainer(n: int = 100):
     """A deliberately bad model: everyone gets the least popular items."""
 

@@ -258,13 +258,13 @@ def test_events_store_gives_the_tenants_interactions(store: DocumentStore) -> No
     ]]
     process_batch(store, bodies)
     data = read_events(store, "default")
-    assert data is not None and len(data) == 5
+    assert data is not None and len(data) == 6
     pairs = {(data.user_ids[u], data.item_ids[i], w)
              for u, i, w in zip(data.users, data.items, data.weights, strict=True)}
-    assert pairs == {("u1", "i1", 1.0), ("u1", "i2", 4.0), ("u2", "i1", 5.0), ("u3", "i4", 1.0),
-                     ("u4", "i2", 0.0)}
+    assert pairs == {("u1", "i1", 1.0), ("u1", "i2", 4.0), ("u2", "i1", 5.0), ("u2", "i3", -1.0),
+                     ("u3", "i4", 1.0), ("u4", "i2", 0.0)}  # the dislike: a row of weight -1
     recent = read_events(store, "default", since=NOW - timedelta(days=2))
-    assert recent is not None and len(recent) == 4
+    assert recent is not None and len(recent) == 5
 
 
 def test_a_stored_rating_too_large_for_a_weight_is_skipped(store: DocumentStore) -> None:

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -19,7 +20,7 @@ from shared.model_registry import active_version_id
 from shared.stores.factory import build_backends
 from tests.conftest import azure_settings
 from tests.helpers import client_for, runtime_on
-from tests.retrain_data import clustered
+from tests.retrain_data import clustered, lists_of, with_rows
 
 pyspark = pytest.importorskip("pyspark")
 
@@ -257,3 +258,28 @@ def test_a_store_the_job_cannot_reach_stops_it_with_a_sentence(
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: cosmos "), err
     assert "run the job again once it is reachable" in err
+
+
+def test_spark_als_learns_likes_hides_every_dislike_and_gives_dislike_only_users_popular_items(
+    spark,
+) -> None:
+    """The Databricks trainer keeps the timer path's rule: a pair with no like left (a view,
+    then a dislike) is a negative preference, never recommended back; a user with only
+    dislikes gets the popular items minus them; popularity counts likes only."""
+    from training.spark_job import spark_als_trainer
+
+    base = clustered(n_users=40, seed=5)
+    users = base.user_ids.tolist()
+    viewed = str(base.item_ids[base.items[base.users == 1][0]])
+    data = with_rows(base, [
+        ("u0", "spam", -1.0), (users[1], viewed, -1.0),  # u1 viewed it, then disliked it
+        ("hater", "spam", -1.0), ("hater", "i0", 0.0),
+    ])
+    model = spark_als_trainer(spark, rank=8, max_iter=5, n_candidates=20, blocks=2)(data)
+    spam = data.item_ids.tolist().index("spam")
+    assert model.popularity[spam] == 0
+    assert "spam" not in lists_of(model, data, "u0", 20)
+    assert viewed not in lists_of(model, data, users[1], 20)
+    popular = [str(data.item_ids[i]) for i in np.argsort(-model.popularity, kind="stable")]
+    assert lists_of(model, data, "hater", 20) == [i for i in popular
+                                                  if i not in ("spam", "i0")][:20]

@@ -19,8 +19,11 @@ from shared.feedback.schema import MAX_VALUE, utc_time
 from shared.stores.documents import DocumentStore
 from training.interactions import Interactions
 
-# How much each kind of feedback says about a user's taste; dislikes and impressions say none.
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "rating": 1.0}
+# How much each kind of feedback says about a user's taste; impressions say none. A dislike
+# (weight -1) is learnt from as no like and keeps its item out of the user's lists for good
+# (`Interactions.positive`); online state hides it only while the user is active.
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "rating": 1.0,
+                 "dislike": -1.0}
 
 
 def _epoch(value: Any) -> int:

@@ -168,11 +168,20 @@ class Interactions:
         )
 
     def positive(self) -> Interactions:
-        """The rows with a weight above 0, same vocabularies. A weight of 0 or below is
-        negative feedback (a dislike, a 0-star rating): nothing to learn a taste from or to
-        count as a hit, though its item is still never recommended to that user."""
-        liked = self.weights > 0
-        return self if liked.all() else self.subset(liked)
+        """The likes, same vocabularies: rows with a weight above 0 of pairs whose latest row
+        is one too. A weight of 0 or below is a dislike (a thumbs-down, a 0-star rating):
+        nothing to learn a taste from or to count as a hit, and it undoes the pair's earlier
+        likes (a view, then a dislike), though never a later one. Its item is still never
+        recommended to that user."""
+        disliked = self.weights <= 0
+        if not disliked.any():
+            return self
+        key = self.users.astype(np.int64) * max(self.n_items, 1) + self.items
+        order = np.lexsort((np.arange(len(self)), self.timestamps, key))  # time, then file
+        sorted_key = key[order]
+        latest = np.r_[sorted_key[1:] != sorted_key[:-1], True]
+        undone = np.isin(key, sorted_key[latest & disliked[order]])
+        return self.subset(~disliked & ~undone)
 
     def subset(self, mask: npt.NDArray[np.bool_]) -> Interactions:
         """Rows selected by mask, keeping the same vocabularies (codes stay comparable)."""

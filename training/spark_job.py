@@ -25,11 +25,13 @@ if __name__ == "__main__" and "__file__" in globals():  # run as a file: the rep
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from scipy import sparse
 
 from shared.feedback.schema import MAX_VALUE
 from training.events_source import EVENT_WEIGHTS
 from training.interactions import DataError, Interactions, checked_timestamps, checked_weights
 from training.model import TrainedModel
+from training.popularity import popular_for_users_without_likes
 
 log = logging.getLogger("training.spark_job")
 
@@ -200,7 +202,12 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
         t0 = time.perf_counter()
         import pandas as pd
 
-        m = data.matrix().tocoo()  # repeated pairs summed: one confidence per (user, item)
+        likes = data.positive().matrix()  # repeated pairs summed: one confidence per like
+        seen = data.matrix(binary=True)
+        disliked = seen - seen.multiply(likes > 0)  # no like left: a negative preference
+        m = sparse.csr_matrix(likes - disliked)
+        m.eliminate_zeros()
+        m = m.tocoo()
         ratings = spark.createDataFrame(  # from columns (Arrow), not a Python tuple per pair
             pd.DataFrame({"user": m.row.astype(np.int32), "item": m.col.astype(np.int32),
                           "rating": m.data.astype(np.float32)}),
@@ -210,7 +217,7 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
                   userCol="user", itemCol="item", ratingCol="rating", seed=seed,
                   coldStartStrategy="drop", numUserBlocks=blocks, numItemBlocks=blocks)
         fitted = als.fit(ratings)
-        max_seen = int(np.diff(data.matrix(binary=True).indptr).max(initial=0))
+        max_seen = int(np.diff(seen.indptr).max(initial=0))
         ask = min(data.n_items, n_candidates + min(max_seen, 1000))
         recs = (
             fitted.recommendForAllUsers(ask)
@@ -227,6 +234,7 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
         users, slots = lists["user"].to_numpy(np.int64), lists["rank"].to_numpy(np.int64) - 1
         top_items[users, slots] = lists["item"].to_numpy(np.int32)
         top_scores[users, slots] = lists["score"].to_numpy(np.float32)
+        popular_for_users_without_likes(data, top_items, top_scores)
         log.info("spark ALS: %d users, %d items in %.1f s",
                  data.n_users, data.n_items, time.perf_counter() - t0)
         from training.train import item_stats_npz

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from training.interactions import DataError, Interactions
 from training.model import TrainedModel
-from training.popularity import popular_lists, train_popularity
+from training.popularity import popular_for_users_without_likes, train_popularity
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,9 @@ def train_default(
     pipe.fit(liked, categories)
     assert pipe.blend is not None  # fitted
     users = np.arange(data.n_users, dtype=np.int64)
-    hidden = data.matrix(binary=True)
-    top_items, top_scores = pipe.blend.recommend(users, n_candidates, hidden)
-    popularity = np.bincount(liked.items, minlength=data.n_items).astype(np.float32)
-    no_likes = np.flatnonzero(np.bincount(liked.users, minlength=data.n_users) == 0)
-    if no_likes.size:  # the blend scores them 0 everywhere: popularity breaks the tie
-        top_items[no_likes] = popular_lists(popularity, hidden, no_likes, n_candidates)[0]
-        top_scores[no_likes] = 0.0
+    top_items, top_scores = pipe.blend.recommend(users, n_candidates, data.matrix(binary=True))
+    top_items, top_scores = top_items.astype(np.int32), top_scores.astype(np.float32)
+    popular_for_users_without_likes(data, top_items, top_scores)  # the blend scores them 0
     onnx: bytes | None = None
     if pipe.model is not None:
         try:
@@ -129,9 +125,9 @@ def train_default(
         },
         user_ids=data.user_ids,
         item_ids=data.item_ids,
-        top_items=top_items.astype(np.int32),
-        top_scores=top_scores.astype(np.float32),
-        popularity=popularity,
+        top_items=top_items,
+        top_scores=top_scores,
+        popularity=np.bincount(liked.items, minlength=data.n_items).astype(np.float32),
         item_metadata=dict(item_metadata or {}),
         reranker_onnx=onnx,
         features=list(FEATURES) if onnx is not None else [],
