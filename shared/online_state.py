@@ -203,6 +203,10 @@ class OnlineState(Protocol):
         keys/entries were removed."""
         ...
 
+    def applied_any(self, tenant: str, user_id: str, event_ids: Sequence[str]) -> bool:
+        """Whether any of the user's events with these ids was applied (its mark is alive)."""
+        ...
+
     def mark_forgotten(self, tenant: str, user_id: str, at: float) -> None:
         """Remembers for FORGOTTEN_MARK_SECONDS that the user was deleted at `at`."""
         ...
@@ -547,6 +551,16 @@ class RedisOnlineState:
         except redis.RedisError as exc:
             raise BackendError(f"redis delete failed: {exc}") from exc
 
+    def applied_any(self, tenant: str, user_id: str, event_ids: Sequence[str]) -> bool:
+        if not event_ids:
+            return False
+        try:
+            lapses = self.client.zmscore(applied_key(tenant, user_id), list(event_ids))
+        except redis.RedisError as exc:
+            raise BackendError(f"redis read failed: {exc}") from exc
+        now = time.time()
+        return any(t is not None and t > now for t in lapses)
+
     def mark_forgotten(self, tenant: str, user_id: str, at: float) -> None:
         try:
             self.client.set(forgotten_key(tenant, user_id), repr(at), ex=FORGOTTEN_MARK_SECONDS)
@@ -713,6 +727,11 @@ class MemoryOnlineState:
         if user is None:
             return int(marks > 0)
         return int(bool(user.recent)) + sum(1 for s in user.sets.values() if s) + int(marks > 0)
+
+    def applied_any(self, tenant: str, user_id: str, event_ids: Sequence[str]) -> bool:
+        now = time.time()
+        with self._lock:
+            return any(self._applied.get((tenant, user_id, e), 0.0) > now for e in event_ids)
 
     def mark_forgotten(self, tenant: str, user_id: str, at: float) -> None:
         with self._lock:

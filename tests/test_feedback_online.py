@@ -324,6 +324,23 @@ def test_events_sent_before_a_deletion_and_processed_after_it_are_dropped(
     assert env.online.read_user("shop", "u2").recent == ["i1"]
 
 
+def test_an_old_event_arriving_after_a_returning_users_new_ones_leaves_their_new_state(
+    new_env: EnvFactory,
+) -> None:
+    """The user came back after the deletion; an event from before it arrives later still:
+    it is dropped, and what they did since stays (it once cleared their whole state)."""
+    env = new_env()
+    deleted = datetime.now(UTC) - timedelta(minutes=20)
+    env.online.mark_forgotten("shop", "u1", deleted.timestamp())
+    process_batch(env.store, [event("new", itemId="i3", type="purchase")], env.online)
+    sent = (deleted - timedelta(minutes=5)).isoformat()
+    late = process_batch(env.store, [event("old", timestamp=sent, itemId="i9")], env.online)
+    assert (late.forgotten, late.accepted) == (1, 0)
+    state = env.online.read_user("shop", "u1")
+    assert state.recent == ["i3"] and state.purchased == frozenset({"i3"})
+    assert [d["id"] for d in env.store.query_partition("events", "shop|u1")] == ["new"]
+
+
 def test_a_deletion_during_the_batch_leaves_none_of_the_users_events(
     new_env: EnvFactory,
 ) -> None:

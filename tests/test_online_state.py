@@ -256,6 +256,18 @@ def test_any_event_of_a_user_renews_all_their_keys(redis_client: redis.Redis) ->
     assert online.read_user("t1", "u1").purchased == frozenset({"a"})
 
 
+def test_applied_any_says_whether_one_of_the_users_events_was_applied(
+    online: OnlineState,
+) -> None:
+    online.apply([_u("e1", "a"), _u("e2", "b", user="u2")])
+    assert online.applied_any("t1", "u1", ["x", "e1"])
+    assert not online.applied_any("t1", "u1", ["x", "e2"])  # e2 is u2's
+    assert not online.applied_any("t2", "u1", ["e1"])
+    assert not online.applied_any("t1", "u1", [])
+    online.forget_user("t1", "u1")
+    assert not online.applied_any("t1", "u1", ["e1"])
+
+
 def test_forget_user_removes_their_state(online: OnlineState,
                                          request: pytest.FixtureRequest) -> None:
     online.apply([_u("e1", "a"), _u("e2", "b", kind="purchase"), _u("e3", "c", user="u2")])

@@ -268,13 +268,20 @@ def _body_time(text: str) -> float:
 
 def _remove_written(store: DocumentStore, online: OnlineState | None,
                     events: list[FeedbackEvent]) -> None:
-    """Undoes this batch's writes for users deleted while it was being applied."""
+    """Undoes what this batch (or an earlier attempt at it) wrote of events sent before their
+    user's deletion. Online state cannot say which event put an item there, so a user's state
+    is cleared, but only when the marks show one of these events was applied: the state a
+    returning user built since the deletion is kept when an old event merely arrives late."""
     for e in events:
         doc = e.to_document()
         store.delete(EVENTS, str(doc["id"]), str(doc["pk"]))
     if online is not None:
-        for tenant, user_id in {(e.tenant, e.user_id) for e in events}:
-            online.forget_user(tenant, user_id)
+        by_user: dict[tuple[str, str], list[str]] = {}
+        for e in events:
+            by_user.setdefault((e.tenant, e.user_id), []).append(e.event_id)
+        for (tenant, user_id), ids in by_user.items():
+            if online.applied_any(tenant, user_id, ids):
+                online.forget_user(tenant, user_id)
 
 
 def process_batch(
