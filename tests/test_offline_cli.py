@@ -291,6 +291,22 @@ def test_evaluate_at_a_k_beyond_the_stored_candidates_says_so(
     assert "candidates per user" not in capsys.readouterr().err
 
 
+def test_evaluate_counts_no_dislike_as_a_hit_and_skips_users_with_only_dislikes(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Weights of 0 or below in the test file are dislikes: u2's list (a, c) hits c only,
+    and u3, who only disliked b, is not averaged over."""
+    test = tmp_path / "t.csv"
+    test.write_text("user_id,item_id,weight\nu2,a,-1\nu2,c,1\nu3,b,0\n")
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(test), "--k", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["users"], result["precision@2"]) == (1, 0.5)
+    only = tmp_path / "only.csv"
+    only.write_text("user_id,item_id,weight\nu2,a,-1\n")
+    assert main(["evaluate", "--model", str(tiny_model), "--test", str(only)]) == 2
+    assert "no test row has a weight above 0" in _one_sentence(capsys)
+
+
 def test_evaluate_with_no_test_item_the_model_knows_exits_2(
     tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     note_short_lists(model, args.k)  # scores @k of shorter lists: recall understated
     test, _ = read(args.test, args)
+    liked = test.positive()  # a dislike (weight 0 or below) is never a hit
+    if len(liked) == 0:
+        raise DataError("no test row has a weight above 0: dislikes are never hits, so there "
+                        "is nothing to score")
+    test = liked
     user_code = {u: i for i, u in enumerate(model.user_ids.tolist())}
     item_code = {it: i for i, it in enumerate(model.item_ids.tolist())}
     test_users = test.user_ids[test.users].tolist()
