@@ -148,13 +148,17 @@ class Interactions:
             m.data[:] = 1.0
         return m
 
+    def _pair_keys(self) -> npt.NDArray[np.int64]:
+        """One integer per row naming its (user, item) pair."""
+        return self.users.astype(np.int64) * max(self.n_items, 1) + self.items
+
     def one_row_per_pair(self) -> Interactions:
         """One row per (user, item): its strongest weight and its latest time (a view then a
         purchase of the same item). Splits of the raw rows could put one pair on both sides,
         and an item the model has already seen can never be a hit: validation went blind."""
         if len(self) == 0:
             return self
-        key = self.users.astype(np.int64) * max(self.n_items, 1) + self.items
+        key = self._pair_keys()
         order = np.lexsort((self.timestamps, key))
         sorted_key = key[order]
         starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
@@ -176,7 +180,7 @@ class Interactions:
         disliked = self.weights <= 0
         if not disliked.any():
             return self
-        key = self.users.astype(np.int64) * max(self.n_items, 1) + self.items
+        key = self._pair_keys()
         order = np.lexsort((np.arange(len(self)), self.timestamps, key))  # time, then file
         sorted_key = key[order]
         latest = np.r_[sorted_key[1:] != sorted_key[:-1], True]

@@ -30,15 +30,15 @@ def popular_lists(
 
 
 def popular_for_users_without_likes(
-    data: Interactions, top_items: npt.NDArray[np.int32], top_scores: npt.NDArray[np.float32],
+    liked: Interactions, hidden: sparse.csr_matrix,
+    top_items: npt.NDArray[np.int32], top_scores: npt.NDArray[np.float32],
 ) -> None:
     """A user whose rows are all dislikes leaves a model no taste to score by: their list
-    becomes the popular items minus those rows, with scores of 0 (no opinion)."""
-    liked = data.positive()
-    no_likes = np.flatnonzero(np.bincount(liked.users, minlength=data.n_users) == 0)
+    becomes the popular items minus their row of `hidden` (every item they have a row for),
+    with scores of 0 (no opinion). `liked` is the data's `positive()` part."""
+    no_likes = np.flatnonzero(np.bincount(liked.users, minlength=liked.n_users) == 0)
     if no_likes.size:
-        counts = np.bincount(liked.items, minlength=data.n_items).astype(np.float32)
-        hidden = data.matrix(binary=True)
+        counts = np.bincount(liked.items, minlength=liked.n_items).astype(np.float32)
         top_items[no_likes] = popular_lists(counts, hidden, no_likes, top_items.shape[1])[0]
         top_scores[no_likes] = 0.0
 

@@ -202,7 +202,8 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
         t0 = time.perf_counter()
         import pandas as pd
 
-        likes = data.positive().matrix()  # repeated pairs summed: one confidence per like
+        liked = data.positive()
+        likes = liked.matrix()  # repeated pairs summed: one confidence per like
         seen = data.matrix(binary=True)
         disliked = seen - seen.multiply(likes > 0)  # no like left: a negative preference
         m = sparse.csr_matrix(likes - disliked)
@@ -234,13 +235,12 @@ def spark_als_trainer(spark: Any, rank: int = 64, reg: float = 0.05, alpha: floa
         users, slots = lists["user"].to_numpy(np.int64), lists["rank"].to_numpy(np.int64) - 1
         top_items[users, slots] = lists["item"].to_numpy(np.int32)
         top_scores[users, slots] = lists["score"].to_numpy(np.float32)
-        popular_for_users_without_likes(data, top_items, top_scores)
+        popular_for_users_without_likes(liked, seen, top_items, top_scores)
         log.info("spark ALS: %d users, %d items in %.1f s",
                  data.n_users, data.n_items, time.perf_counter() - t0)
         from training.train import item_stats_npz
 
-        liked = data.positive()  # a dislike is no popularity (ALS took it as a negative)
-        return TrainedModel(
+        return TrainedModel(  # a dislike is no popularity (ALS took it as a negative)
             generator="spark-als",
             parameters={"rank": rank, "regParam": reg, "alpha": alpha, "maxIter": max_iter,
                         "seed": seed, "blocks": blocks},

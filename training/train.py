@@ -101,9 +101,10 @@ def train_default(
     pipe.fit(liked, categories)
     assert pipe.blend is not None  # fitted
     users = np.arange(data.n_users, dtype=np.int64)
-    top_items, top_scores = pipe.blend.recommend(users, n_candidates, data.matrix(binary=True))
+    hidden = data.matrix(binary=True)  # every item a user has a row for, dislikes included
+    top_items, top_scores = pipe.blend.recommend(users, n_candidates, hidden)
     top_items, top_scores = top_items.astype(np.int32), top_scores.astype(np.float32)
-    popular_for_users_without_likes(data, top_items, top_scores)  # the blend scores them 0
+    popular_for_users_without_likes(liked, hidden, top_items, top_scores)  # blend scores 0
     onnx: bytes | None = None
     if pipe.model is not None:
         try:

@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.quality.run import DEFAULT_DATA
+from bench.quality.run import DEFAULT_DATA, ease_500, implicit_als_defaults
 from training.datasets import category_matrix, load_movielens
 from training.evaluate import evaluate_generator
-from training.generators.als import ALS
 from training.generators.base import CandidateGenerator, Recommender
-from training.generators.ease import EASE
 from training.interactions import Interactions
 from training.pipeline import DefaultPipeline, PipelineConfig
 from training.splits import stratified_split
@@ -51,8 +49,8 @@ def run_seed(data: Interactions, categories: Any, seed: int) -> dict[str, Any]:
     train, test = stratified_split(data, ratio=0.75, seed=seed)
     out: dict[str, Any] = {"seed": seed}
     baselines: list[tuple[str, CandidateGenerator]] = [
-        (MODELS[0], EASE(reg=500.0)),
-        (MODELS[1], ALS(factors=100, regularization=0.01, alpha=1.0, iterations=15)),
+        (MODELS[0], ease_500()),
+        (MODELS[1], implicit_als_defaults()),
     ]
     models: list[tuple[str, Recommender]] = []
     for label, gen in baselines:
